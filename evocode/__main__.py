@@ -1,0 +1,3 @@
+from evocode.cli import main
+
+raise SystemExit(main())
