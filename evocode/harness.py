@@ -176,6 +176,8 @@ def check_causality(model: torch.nn.Module, x: torch.Tensor) -> list[str]:
     """
     found = []
     base = _logits(model, x)
+    if not bool(torch.isfinite(base).all()):
+        return found  # a diverged model cannot be judged; its validation loss reports it as nan
     length = x.shape[1]
     for cut in sorted({1, length // 2, length - 1}):
         changed = x.clone()

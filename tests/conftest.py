@@ -1,0 +1,56 @@
+"""Shared fixtures: a tiny but real measurement, and the seed script to derive variants from."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from evocode.data import prepare_corpus
+from evocode.evaluate import Limits
+from evocode.spec import EvalSpec
+
+REPO = Path(__file__).resolve().parent.parent
+SEED_SCRIPT = REPO / "seeds" / "train.py"
+
+
+@pytest.fixture(scope="session")
+def tiny_spec() -> EvalSpec:
+    """Two optimizer steps of the seed model and eight validation windows: seconds, not minutes."""
+    corpus = prepare_corpus()
+    return EvalSpec(budget=4096, context_length=128, eval_tokens=1024, corpus_dir=str(corpus.directory), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def limits() -> Limits:
+    return Limits(timeout_s=120, memory_mb=4096, threads=1)
+
+
+@pytest.fixture(scope="session")
+def seed_source() -> str:
+    return SEED_SCRIPT.read_text()
+
+
+def children_alive() -> list[int]:
+    """Processes (not zombies) whose parent is this test process: a candidate left behind would show here."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == os.getpid() and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
