@@ -1,0 +1,248 @@
+"""Mutators: the plugin interface, where mutators come from, and one mutation step.
+
+A mutator reads like a LibCST codemod: a name, a category, a docstring that
+states the hypothesis it tests, and one method that finds a site in a parsed
+program and returns an Edit (or None when the program has no such site).
+Built-ins live in the top-level ``mutators`` package; third-party mutators are
+found through the entry-point group ``evocode.mutators`` or named as
+``package.module:Name`` or ``path/to/file.py:Name``.
+
+A mutator that raises, or whose edit does not apply, does not parse, does not
+compile, or touches the harness, is skipped, logged by name and returned as a
+Failure; it never stops a run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import logging
+import math
+import pkgutil
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Iterable, Sequence, TypeVar
+
+import libcst as cst
+import numpy as np
+
+from evocode.genome import Edit, Genome, apply_edit, code_hash
+from evocode.program import Program, resolve
+
+CATEGORIES = ("hyperparameter", "architecture", "data", "optimization")
+ENTRY_POINT_GROUP = "evocode.mutators"
+
+# The metric belongs to the harness: no edit may read or write it, or switch off causal masking.
+_FORBIDDEN = (re.compile(r"\bharness\b"), re.compile(r"is_causal\s*=\s*False"))
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Mutator:
+    """Base class of mutators: set ``name`` and ``category``, write the hypothesis as the docstring, implement ``propose``."""
+
+    name: ClassVar[str] = ""
+    category: ClassVar[str] = ""
+
+    def propose(self, program: Program, rng: np.random.Generator) -> Edit | None:
+        """One edit to this program, or None when it has no site for this mutator."""
+        raise NotImplementedError
+
+    def edit(self, site: str, code: str, description: str) -> Edit:
+        return Edit(self.name, site, code, description)
+
+    @property
+    def hypothesis(self) -> str:
+        return inspect.getdoc(self) or ""
+
+
+def pick(rng: np.random.Generator, options: Sequence[T]) -> T:
+    """One of the options, uniformly; the options' order (not their hashes) decides, so runs replay."""
+    return options[int(rng.integers(len(options)))]
+
+
+def format_number(value: float | int, digits: int = 3) -> str:
+    """A number as a person writes it in a script: ``6e-3``, ``0.95``, ``1e-8``, ``128``."""
+    if isinstance(value, bool) or isinstance(value, int):
+        return repr(value)
+    if value == 0 or not math.isfinite(value):
+        return repr(float(value))
+    mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
+    if -3 < int(exponent) < 4:
+        return repr(float(f"{value:.{digits}g}"))
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def with_keyword(call: cst.Call, keyword: str, code: str | None) -> cst.Call:
+    """The call with keyword argument ``keyword`` set to ``code`` (added if absent), or removed when code is None."""
+    args = [arg for arg in call.args if arg.keyword is None or arg.keyword.value != keyword]
+    existing = next((arg for arg in call.args if arg.keyword is not None and arg.keyword.value == keyword), None)
+    if code is not None:
+        value = cst.parse_expression(code)
+        if existing is not None:
+            args.insert(call.args.index(existing), existing.with_changes(value=value))
+        else:
+            no_space = cst.SimpleWhitespace("")
+            args.append(cst.Arg(value, keyword=cst.Name(keyword), equal=cst.AssignEqual(no_space, no_space)))
+    if args and code is None:
+        args[-1] = args[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+    return call.with_changes(args=args)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A mutator that was skipped, and why."""
+
+    mutator: str
+    error: str
+
+
+@dataclass(frozen=True)
+class MutationOutcome:
+    """The child of one mutation step, the edits it added, and the mutators that failed on the way."""
+
+    genome: Genome
+    edits: tuple[Edit, ...]
+    failures: tuple[Failure, ...]
+
+
+def _checked(program: Program, edit: object, mutator: Mutator) -> str:
+    """The code the edit makes of the program; raises when the edit is not a valid, harness-free change."""
+    if not isinstance(edit, Edit):
+        raise TypeError(f"propose() returned {type(edit).__name__}, not an Edit or None")
+    if edit.mutator != mutator.name:
+        raise ValueError(f"edit claims to come from mutator {edit.mutator!r}")
+    touched = [program.code(site.node) for site in resolve(program.sites, edit.site)] + [edit.code]
+    if any(pattern.search(code) for code in touched for pattern in _FORBIDDEN):
+        raise ValueError("edits must not touch the harness or causal masking")
+    code = apply_edit(program.module, edit).code
+    compile(code, f"<{mutator.name}>", "exec")
+    return code
+
+
+def _error_line(error: BaseException) -> str:
+    first = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {first[0] if first else ''}".rstrip(": ")
+
+
+def mutate(genome: Genome, mutators: Sequence[Mutator], rng: np.random.Generator, n_edits: int = 1) -> MutationOutcome:
+    """Add up to ``n_edits`` edits to the genome, each from the first mutator, in a random order, that has a valid one.
+
+    Deterministic given the generator's state and the order of ``mutators``.
+    Fewer edits come back only when no mutator has a site that changes the program.
+    """
+    source, edits, failures = genome.code, [], []
+    for _ in range(n_edits):
+        program = Program(source)
+        for index in rng.permutation(len(mutators)):
+            mutator = mutators[int(index)]
+            try:
+                edit = mutator.propose(program, rng)
+                if edit is None:
+                    continue
+                child = _checked(program, edit, mutator)
+            # A plugin can fail in any way; a failing mutator is reported and skipped, never fatal.
+            except Exception as error:
+                failures.append(Failure(mutator.name, _error_line(error)))
+                logger.warning("mutator %s skipped: %s", mutator.name, failures[-1].error)
+                continue
+            if code_hash(child) != code_hash(source):
+                source = child
+                edits.append(edit)
+                break
+        else:
+            break
+    return MutationOutcome(genome.with_edits(*edits), tuple(edits), tuple(failures))
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A mutator and where it came from (``built-in mutators.loss``, ``entry point pkg``, a path)."""
+
+    mutator: Mutator
+    source: str
+
+
+def _instance(obj: object, origin: str) -> Mutator:
+    mutator = obj() if inspect.isclass(obj) else obj
+    if not isinstance(mutator, Mutator) or not mutator.name or mutator.category not in CATEGORIES:
+        raise TypeError(f"{origin} is not a Mutator with a name and one of the categories {CATEGORIES}")
+    return mutator
+
+
+def _builtins() -> list[Registered]:
+    import mutators as package
+
+    found = []
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == module.__name__ and issubclass(cls, Mutator) and "name" in vars(cls):
+                found.append(Registered(cls(), f"built-in {module.__name__}"))
+    return found
+
+
+def _entry_points() -> list[Registered]:
+    found = []
+    for point in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda p: (p.name, p.value)):
+        origin = f"entry point {point.name} = {point.value}"
+        try:
+            found.append(Registered(_instance(point.load(), origin), origin))
+        # A broken third-party package must not take the built-ins down with it.
+        except Exception as error:
+            logger.warning("%s skipped: %s", origin, _error_line(error))
+    return found
+
+
+def load_spec(spec: str) -> Registered:
+    """The mutator named by ``package.module:Name`` or ``path/to/file.py:Name``."""
+    where, _, attribute = spec.rpartition(":")
+    if not where or not attribute:
+        raise ValueError(f"a mutator spec looks like package.module:Name or path/file.py:Name, got {spec!r}")
+    if where.endswith(".py"):
+        path = Path(where)
+        module_spec = importlib.util.spec_from_file_location(f"evocode_plugin_{path.stem}", path)
+        if module_spec is None or not path.is_file():
+            raise FileNotFoundError(f"no mutator file {where}")
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(where)
+    return Registered(_instance(getattr(module, attribute), spec), f"path {spec}" if where.endswith(".py") else f"module {spec}")
+
+
+def available_mutators(specs: Iterable[str] = ()) -> list[Registered]:
+    """Built-ins, entry-point plugins and the mutators the specs name, sorted by name; names must be unique."""
+    found = _builtins() + _entry_points() + [load_spec(spec) for spec in specs]
+    by_name: dict[str, Registered] = {}
+    for entry in found:
+        if entry.mutator.name in by_name:
+            raise ValueError(f"two mutators named {entry.mutator.name!r}: {by_name[entry.mutator.name].source} and {entry.source}")
+        by_name[entry.mutator.name] = entry
+    return [by_name[name] for name in sorted(by_name)]
+
+
+def select_mutators(selection: Sequence[str] | None = None) -> list[Registered]:
+    """The registered mutators a selection names: by name, by category, or by spec (``module:Name``); None is all."""
+    specs = [item for item in selection or () if ":" in item]
+    registry = available_mutators(specs)
+    if selection is None:
+        return registry
+    wanted = set(selection)
+    spec_sources = {f"path {s}" for s in specs} | {f"module {s}" for s in specs}
+    chosen = [e for e in registry if {e.mutator.name, e.mutator.category} & wanted or e.source in spec_sources]
+    known = {e.mutator.name for e in registry} | set(CATEGORIES) | set(specs)
+    unknown = sorted(wanted - known)
+    if unknown:
+        raise ValueError(f"unknown mutators or categories {unknown}; known: {sorted(known)}")
+    return chosen
+
+
+def load_mutators(selection: Sequence[str] | None = None) -> list[Mutator]:
+    """The mutators a selection names (see select_mutators), sorted by name."""
+    return [entry.mutator for entry in select_mutators(selection)]
