@@ -60,6 +60,7 @@ class EvalResult:
     tokens: int = 0
     budget: int = 0
     train_seconds: float = 0.0
+    eval_seconds: float = 0.0
     wall_seconds: float = 0.0
     peak_memory_mb: float = 0.0
     num_params: int = 0
@@ -256,7 +257,7 @@ def _judge_record(record: dict, fingerprint: str, budget: int) -> tuple[str, str
 
 
 def _measurements(record: dict) -> dict:
-    keys = ("val_bpb", "tokens", "train_seconds", "peak_memory_mb", "num_params", "device")
+    keys = ("val_bpb", "tokens", "train_seconds", "eval_seconds", "peak_memory_mb", "num_params", "device")
     found = {k: record[k] for k in keys if k in record}
     found["violations"] = tuple(record.get("violations") or ())
     return found

@@ -238,6 +238,7 @@ def finish(model: torch.nn.Module) -> dict:
     _ledger.finished = True
     record = _base_record(_ledger)
     record["num_params"] = sum(p.numel() for p in model.parameters())
+    eval_started = _perf_counter()
     model.eval()
     with torch.no_grad():
         try:
@@ -251,6 +252,7 @@ def finish(model: torch.nn.Module) -> dict:
         record.update(status="nan", val_bpb=None, violations=[])
     else:
         record.update(status="ok", val_bpb=val_bpb, violations=[])
+    record["eval_seconds"] = _perf_counter() - eval_started
     _write_result(record)
     _print_summary(record)
     return record
