@@ -1,0 +1,130 @@
+"""The human side of a run directory, rewritten from the store as the run goes.
+
+results.tsv puts autoresearch's columns first (commit, val_bpb, memory_gb,
+status, description) so existing tooling reads it; best.py is the best
+program so far and runs standalone; best.diff explains it against the seed;
+candidates/ keeps each evaluated program with the tail of its log.
+"""
+
+from __future__ import annotations
+
+import difflib
+import statistics
+import json
+import math
+import os
+from pathlib import Path
+
+from evocode.store import Evaluated
+
+TSV_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description", "generation", "parents", "seconds")
+
+
+def best_of(evaluated: list[Evaluated]) -> Evaluated | None:
+    """The lowest val_bpb; ties go to the earlier candidate."""
+    ok = [e for e in evaluated if e.result.status == "ok"]
+    return min(ok, key=lambda e: (e.result.val_bpb, e.candidate.id)) if ok else None
+
+
+def tsv_rows(evaluated: list[Evaluated]) -> list[tuple[str, ...]]:
+    """One row per evaluation in creation order; `keep` marks each new best, `discard` the other successes."""
+    rows, best = [], math.inf
+    for e in evaluated:
+        r = e.result
+        if r.status == "ok":
+            status = "keep" if r.val_bpb < best else "discard"
+            best = min(best, r.val_bpb)
+        else:
+            status = r.status
+        rows.append((
+            e.candidate.id,
+            "" if r.val_bpb is None else f"{r.val_bpb:.6f}",
+            f"{r.peak_memory_mb / 1024:.2f}",
+            status,
+            e.candidate.description + (f" [{r.reason}]" if r.reason else ""),
+            str(e.candidate.generation),
+            ",".join(e.candidate.parents),
+            f"{r.wall_seconds:.1f}",
+        ))
+    return rows
+
+
+def seed_diff(seed_source: str, code: str, seed_name: str, name: str) -> str:
+    return "".join(difflib.unified_diff(
+        seed_source.splitlines(keepends=True), code.splitlines(keepends=True), f"a/{seed_name}", f"b/{name}"
+    ))
+
+
+def explain(best: Evaluated, seed: Evaluated | None) -> str:
+    """What best.diff and `evocode best` print above the diff: the score, the gain and the edits."""
+    lines = [f"# {best.candidate.id}: val_bpb {best.result.val_bpb:.6f}"]
+    if seed is not None and seed.result.status == "ok":
+        gain = seed.result.val_bpb - best.result.val_bpb
+        lines[0] += f" (seed {seed.result.val_bpb:.6f}, gain {gain:.6f} = {100 * gain / seed.result.val_bpb:.2f}%)"
+    edits = json.loads(best.candidate.genome)
+    lines += [f"# edit {i}: {edit['description']}  [{edit['mutator']} at {edit['site']}]" for i, edit in enumerate(edits, 1)]
+    return "\n".join(lines) + "\n"
+
+
+def write_candidate(run_dir: Path, e: Evaluated) -> None:
+    folder = run_dir / "candidates"
+    folder.mkdir(exist_ok=True)
+    _write(folder / f"{e.candidate.id}.py", e.candidate.code)
+    header = f"status: {e.result.status}\nval_bpb: {e.result.val_bpb}\nreason: {e.result.reason}\n---\n"
+    _write(folder / f"{e.candidate.id}.log", header + e.result.log_tail)
+
+
+def write_summary(run_dir: Path, seed_source: str, seed_name: str, evaluated: list[Evaluated]) -> None:
+    rows = [TSV_COLUMNS] + tsv_rows(evaluated)
+    _write(run_dir / "results.tsv", "".join("\t".join(cell.replace("\t", " ") for cell in row) + "\n" for row in rows))
+    best = best_of(evaluated)
+    if best is None:
+        return
+    seed = next((e for e in evaluated if e.candidate.origin == "seed"), None)
+    _write(run_dir / "best.py", best.candidate.code)
+    _write(run_dir / "best.diff", explain(best, seed) + seed_diff(seed_source, best.candidate.code, seed_name, "best.py"))
+
+
+def _write(path: Path, text: str) -> None:
+    """Readers (a user's `cat`, a crash mid-write) never see half a file."""
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(text)
+    os.replace(staging, path)
+
+
+def summary(evaluated: list[Evaluated]) -> dict:
+    """What `status` prints and the progress bar shows."""
+    seed = next((e for e in evaluated if e.candidate.origin == "seed"), None)
+    best = best_of(evaluated)
+    statuses: dict[str, int] = {}
+    for e in evaluated:
+        statuses[e.result.status] = statuses.get(e.result.status, 0) + 1
+    seed_bpb = seed.result.val_bpb if seed and seed.result.status == "ok" else None
+    return {
+        "evaluations": len(evaluated),
+        "generation": max((e.candidate.generation for e in evaluated), default=0),
+        "statuses": statuses,
+        "seed_val_bpb": seed_bpb,
+        "best": best,
+        "gain": None if best is None or seed_bpb is None else seed_bpb - best.result.val_bpb,
+        "median_seconds": statistics.median(e.result.wall_seconds for e in evaluated) if evaluated else None,
+    }
+
+
+def format_status(run_dir: Path, evaluated: list[Evaluated]) -> str:
+    s = summary(evaluated)
+    statuses = ", ".join(f"{k} {v}" for k, v in sorted(s["statuses"].items())) or "none yet"
+    lines = [
+        f"run:              {run_dir}",
+        f"generation:       {s['generation']}",
+        f"evaluations:      {s['evaluations']} ({statuses})",
+        f"seed val_bpb:     {'-' if s['seed_val_bpb'] is None else format(s['seed_val_bpb'], '.6f')}",
+    ]
+    if s["best"] is not None:
+        best = s["best"]
+        lines.append(f"best val_bpb:     {best.result.val_bpb:.6f} ({best.candidate.id}: {best.candidate.description})")
+    if s["gain"] is not None:
+        lines.append(f"gain over seed:   {s['gain']:.6f} bits/byte ({100 * s['gain'] / s['seed_val_bpb']:.2f}%)")
+    if s["median_seconds"] is not None:
+        lines.append(f"time per eval:    {s['median_seconds']:.1f} s (median)")
+    return "\n".join(lines)

@@ -1,0 +1,183 @@
+"""The run store: one SQLite file that holds everything a run decided and measured.
+
+Every candidate is written before it is evaluated and every evaluation is
+committed the moment it finishes, so killing the driver loses at most the
+evaluations in flight. Generations record their population once complete;
+together with randomness derived from (run seed, generation) that is all a
+resumed run needs to continue exactly as the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from evocode.evaluate import EvalResult
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS run (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS candidates (
+    id TEXT PRIMARY KEY,
+    generation INTEGER NOT NULL,
+    origin TEXT NOT NULL,
+    parents TEXT NOT NULL,
+    genome TEXT NOT NULL,
+    description TEXT NOT NULL,
+    code_hash TEXT NOT NULL UNIQUE,
+    code TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS evaluations (
+    candidate_id TEXT PRIMARY KEY REFERENCES candidates(id),
+    status TEXT NOT NULL,
+    val_bpb REAL,
+    eval_seed INTEGER NOT NULL,
+    tokens INTEGER NOT NULL,
+    train_seconds REAL NOT NULL,
+    wall_seconds REAL NOT NULL,
+    peak_memory_mb REAL NOT NULL,
+    reason TEXT NOT NULL,
+    result TEXT NOT NULL,
+    finished REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS generations (
+    number INTEGER PRIMARY KEY,
+    population TEXT NOT NULL,
+    finished REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    at REAL NOT NULL,
+    generation INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+"""
+
+
+class RunLocked(RuntimeError):
+    """Another driver is working on this run directory."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    id: str
+    generation: int
+    origin: str
+    parents: tuple[str, ...]
+    genome: str
+    description: str
+    code_hash: str
+    code: str
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    candidate: Candidate
+    result: EvalResult
+
+
+class RunStore:
+    """The run's SQLite file, opened by at most one driver at a time."""
+
+    def __init__(self, directory: Path, lock: bool = True) -> None:
+        """lock=False opens the store only to read it, beside a driver that may be writing."""
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._lock = open(directory / "evocode.lock", "a") if lock else None
+        if self._lock is not None:
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._lock.close()
+                raise RunLocked(
+                    f"another evocode driver is running on {directory}; wait for it, or stop it before resuming"
+                ) from None
+        self.db = sqlite3.connect(directory / "evocode.db", isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+
+    @classmethod
+    def reader(cls, directory: Path) -> "RunStore":
+        return cls(directory, lock=False)
+
+    def close(self) -> None:
+        self.db.close()
+        if self._lock is not None:
+            self._lock.close()
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # The run's fixed facts: arguments, seed program, corpus, version.
+    def get(self, key: str):
+        row = self.db.execute("SELECT value FROM run WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def put(self, key: str, value) -> None:
+        self.db.execute("INSERT OR REPLACE INTO run (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    def add_candidates(self, candidates: list[Candidate]) -> None:
+        """All of a generation's children at once: either the whole brood is recorded or none of it."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT INTO candidates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (c.id, c.generation, c.origin, json.dumps(c.parents), c.genome, c.description, c.code_hash, c.code, time.time())
+                    for c in candidates
+                ],
+            )
+
+    def add_evaluation(self, candidate_id: str, result: EvalResult) -> None:
+        self.db.execute(
+            "INSERT INTO evaluations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                candidate_id, result.status, result.val_bpb, result.seed, result.tokens, result.train_seconds,
+                result.wall_seconds, result.peak_memory_mb, result.reason, json.dumps(result.as_dict()), time.time(),
+            ),
+        )
+
+    def finish_generation(self, number: int, population: list[str]) -> None:
+        self.db.execute("INSERT INTO generations VALUES (?, ?, ?)", (number, json.dumps(population), time.time()))
+
+    def log_event(self, generation: int, kind: str, detail: str) -> None:
+        self.db.execute("INSERT INTO events VALUES (?, ?, ?, ?)", (time.time(), generation, kind, detail))
+
+    def candidates(self, generation: int | None = None) -> list[Candidate]:
+        query = "SELECT id, generation, origin, parents, genome, description, code_hash, code FROM candidates"
+        rows = self.db.execute(query + (" WHERE generation = ?" if generation is not None else "") + " ORDER BY id",
+                               () if generation is None else (generation,))
+        return [Candidate(r[0], r[1], r[2], tuple(json.loads(r[3])), r[4], r[5], r[6], r[7]) for r in rows]
+
+    def results(self) -> dict[str, EvalResult]:
+        rows = self.db.execute("SELECT candidate_id, result FROM evaluations")
+        return {cid: EvalResult.from_dict(json.loads(result)) for cid, result in rows}
+
+    def evaluated(self) -> list[Evaluated]:
+        """Every evaluated candidate, in the order they were created."""
+        results = self.results()
+        return [Evaluated(c, results[c.id]) for c in self.candidates() if c.id in results]
+
+    def code_hashes(self) -> set[str]:
+        return {row[0] for row in self.db.execute("SELECT code_hash FROM candidates")}
+
+    def populations(self) -> dict[int, list[str]]:
+        rows = self.db.execute("SELECT number, population FROM generations ORDER BY number")
+        return {number: json.loads(population) for number, population in rows}
+
+    def finish_times(self) -> dict[str, float]:
+        return dict(self.db.execute("SELECT candidate_id, finished FROM evaluations"))
+
+    def events(self) -> list[tuple[int, str, str]]:
+        return list(self.db.execute("SELECT generation, kind, detail FROM events ORDER BY rowid"))
