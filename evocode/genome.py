@@ -19,7 +19,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import libcst as cst
 
@@ -111,9 +111,12 @@ def _replacements(sites: list[Site], code: str) -> dict[cst.CSTNode, object]:
     return {site.node: element.value for site, element in zip(sites, values.elements)}
 
 
-def apply_edit(module: cst.Module, edit: Edit) -> cst.Module:
-    """The module with one edit applied; SiteNotFound or EditError when it does not apply."""
-    sites = resolve(index_sites(module), edit.site)
+def apply_edit(module: cst.Module, edit: Edit, sites: Mapping[str, Site] | None = None) -> cst.Module:
+    """The module with one edit applied; SiteNotFound or EditError when it does not apply.
+
+    ``sites`` is the module's site index when the caller has it already.
+    """
+    sites = resolve(index_sites(module) if sites is None else sites, edit.site)
     return module.visit(_Replace(_replacements(sites, edit.code)))
 
 
@@ -125,16 +128,18 @@ def apply_edits(seed_source: str, edits: Iterable[Edit]) -> str:
     return module.code
 
 
-def apply_applicable_edits(seed_source: str, edits: Iterable[Edit]) -> tuple[str, tuple[Edit, ...]]:
-    """Like apply_edits, but an edit whose site is missing is skipped; returns the code and the skipped edits."""
+def apply_applicable_edits(seed_source: str, edits: Iterable[Edit]) -> tuple[str, tuple[Edit, ...], tuple[Edit, ...]]:
+    """Like apply_edits, but an edit whose site is missing is skipped: returns the code, the applied and the skipped edits."""
     module = cst.parse_module(seed_source)
-    skipped = []
+    applied, skipped = [], []
     for edit in edits:
         try:
             module = apply_edit(module, edit)
         except SiteNotFound:
             skipped.append(edit)
-    return module.code, tuple(skipped)
+        else:
+            applied.append(edit)
+    return module.code, tuple(applied), tuple(skipped)
 
 
 @dataclass(frozen=True)
@@ -152,8 +157,12 @@ class Genome:
     def code_hash(self) -> str:
         return code_hash(self.code)
 
-    def with_edits(self, *edits: Edit) -> Genome:
-        return Genome(self.seed_source, self.edits + edits)
+    def with_edits(self, *edits: Edit, code: str | None = None) -> Genome:
+        """This genome with more edits; ``code``, when the caller just made it from these edits, saves re-applying them."""
+        child = Genome(self.seed_source, self.edits + edits)
+        if code is not None:
+            child.__dict__["code"] = code
+        return child
 
     def to_dict(self) -> dict:
         return {"seed_source": self.seed_source, "edits": [edit.to_dict() for edit in self.edits]}

@@ -14,6 +14,7 @@ Failure; it never stops a run.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -120,7 +121,7 @@ def _checked(program: Program, edit: object, mutator: Mutator) -> str:
     touched = [program.code(site.node) for site in resolve(program.sites, edit.site)] + [edit.code]
     if any(pattern.search(code) for code in touched for pattern in _FORBIDDEN):
         raise ValueError("edits must not touch the harness or causal masking")
-    code = apply_edit(program.module, edit).code
+    code = apply_edit(program.module, edit, program.sites).code
     compile(code, f"<{mutator.name}>", "exec")
     return code
 
@@ -157,7 +158,7 @@ def mutate(genome: Genome, mutators: Sequence[Mutator], rng: np.random.Generator
                 break
         else:
             break
-    return MutationOutcome(genome.with_edits(*edits), tuple(edits), tuple(failures))
+    return MutationOutcome(genome.with_edits(*edits, code=source), tuple(edits), tuple(failures))
 
 
 @dataclass(frozen=True)
@@ -246,3 +247,33 @@ def select_mutators(selection: Sequence[str] | None = None) -> list[Registered]:
 def load_mutators(selection: Sequence[str] | None = None) -> list[Mutator]:
     """The mutators a selection names (see select_mutators), sorted by name."""
     return [entry.mutator for entry in select_mutators(selection)]
+
+
+def sample_variants(genome: Genome, mutators: Sequence[Mutator], rng: np.random.Generator, n: int) -> list[MutationOutcome]:
+    """Up to n one-edit children of the genome with distinct programs, drawn one after another from rng."""
+    seen, variants = {genome.code_hash}, []
+    for _ in range(10 * n):
+        outcome = mutate(genome, mutators, rng)
+        if not outcome.edits:
+            break
+        if outcome.genome.code_hash not in seen:
+            seen.add(outcome.genome.code_hash)
+            variants.append(outcome)
+            if len(variants) == n:
+                break
+    return variants
+
+
+def describe_mutators(registered: Sequence[Registered]) -> str:
+    """One line per mutator: name, category and where it comes from."""
+    width = max((len(r.mutator.name) for r in registered), default=0)
+    return "\n".join(f"{r.mutator.name:<{width}}  {r.mutator.category:<14}  {r.source}" for r in registered)
+
+
+def describe_variant(parent: Genome, outcome: MutationOutcome, label: str, path: str) -> str:
+    """A variant as its edits' descriptions and a unified diff against the parent's code."""
+    header = [f"# {label} [{e.mutator}] {e.description}  (site: {e.site})" for e in outcome.edits]
+    diff = difflib.unified_diff(
+        parent.code.splitlines(keepends=True), outcome.genome.code.splitlines(keepends=True), path, f"{path} ({label})"
+    )
+    return "".join(line + "\n" for line in header) + "".join(diff)

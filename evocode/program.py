@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, ParentNodeProvider, ProviderT, QualifiedNameProvider
+from libcst.metadata import MetadataWrapper, ParentNodeProvider, ProviderT
 
 EXPRESSION = "expression"
 STATEMENT = "statement"
@@ -160,34 +160,41 @@ def resolve(sites: Mapping[str, Site], address: str) -> list[Site]:
     return found
 
 
-class _CallNames(cst.CSTVisitor):
-    """Qualified names of every callee and of every attribute or name that resolves to an import."""
-
-    METADATA_DEPENDENCIES = (QualifiedNameProvider,)
-
-    def __init__(self) -> None:
-        self.names: dict[cst.CSTNode, str] = {}
-
-    def visit_Call(self, node: cst.Call) -> None:
-        names = sorted(q.name for q in self.get_metadata(QualifiedNameProvider, node.func, set()))
-        if names:
-            self.names[node] = names[0]
+def import_aliases(module: cst.Module) -> dict[str, str]:
+    """What each name bound by a module-level import stands for: ``{"F": "torch.nn.functional", "torch": "torch"}``."""
+    aliases = {}
+    for statement in module.body:
+        for small in statement.body if isinstance(statement, cst.SimpleStatementLine) else ():
+            if isinstance(small, cst.Import):
+                for alias in small.names:
+                    full = dotted_name(alias.name)
+                    if alias.asname is not None:
+                        aliases[alias.asname.name.value] = full
+                    else:
+                        aliases[full.split(".")[0]] = full.split(".")[0]
+            elif isinstance(small, cst.ImportFrom) and small.module is not None and not small.relative:
+                base = dotted_name(small.module)
+                for alias in small.names if isinstance(small.names, (list, tuple)) else ():
+                    bound = alias.asname.name.value if alias.asname is not None else alias.name.value
+                    aliases[bound] = f"{base}.{dotted_name(alias.name)}"
+    return aliases
 
 
 class Program:
     """One candidate program, parsed once: its LibCST module, metadata and sites, shared by every mutator.
 
     Metadata providers are resolved at most once per program (the wrapper
-    caches them), and the sites are indexed once, so a mutation step costs one
-    parse however many mutators look at the program.
+    caches them), and the sites and imports are indexed once, so a mutation
+    step costs one parse however many mutators look at the program.
     """
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self.wrapper = MetadataWrapper(cst.parse_module(source))
+        # The module was just parsed and is never shared, so the wrapper need not copy it.
+        self.wrapper = MetadataWrapper(cst.parse_module(source), unsafe_skip_copy=True)
         self.module = self.wrapper.module
         self.sites = index_sites(self.module)
-        self._callees: dict[cst.CSTNode, str] | None = None
+        self.aliases = import_aliases(self.module)
 
     def metadata(self, provider: ProviderT) -> Mapping[cst.CSTNode, Any]:
         """The mapping a LibCST metadata provider computes for this program's module (computed once)."""
@@ -199,13 +206,14 @@ class Program:
     def code(self, node: cst.CSTNode) -> str:
         return self.module.code_for_node(node)
 
-    def callee(self, call: cst.CSTNode) -> str | None:
-        """The qualified name of what a call calls (``torch.nn.functional.gelu`` for ``F.gelu(x)``)."""
-        if self._callees is None:
-            collector = _CallNames()
-            self.wrapper.visit(collector)
-            self._callees = collector.names
-        return self._callees.get(call)
+    def callee(self, call: cst.CSTNode | None) -> str | None:
+        """The qualified name of what a call calls (``torch.nn.functional.gelu`` for ``F.gelu(x)``), through the
+        module's imports; None for anything that is not a call of a dotted name."""
+        name = dotted_name(call.func) if isinstance(call, cst.Call) else None
+        if name is None:
+            return None
+        head, _, rest = name.partition(".")
+        return ".".join(filter(None, (self.aliases.get(head, head), rest)))
 
     def calls(self, *qualified_names: str) -> list[Site]:
         """Call sites, in source order, whose callee is one of the qualified names."""
@@ -233,5 +241,5 @@ class Program:
         return found
 
     def imports(self, module_name: str) -> bool:
-        """Whether the program binds ``module_name`` by a plain ``import module_name``."""
-        return re.search(rf"^import {re.escape(module_name)}\s*$", self.source, re.MULTILINE) is not None
+        """Whether the name ``module_name`` stands for that module in this program (``import torch``)."""
+        return self.aliases.get(module_name) == module_name

@@ -52,9 +52,11 @@ class Activation(Mutator):
         if callee == FUNCTIONAL + "gelu":
             tanh = any(a.keyword is not None and a.keyword.value == "approximate" for a in call.args)
             return ("tanh-GELU" if tanh else "GELU"), call
-        inside_square = isinstance(program.parent(call), cst.Arg) and program.callee(program.parent(program.parent(call))) == "torch.square"
         named = {FUNCTIONAL + "relu": "ReLU", FUNCTIONAL + "silu": "SiLU"}
-        return (named[callee], call) if callee in named and not inside_square else None
+        if callee not in named:
+            return None
+        inside_square = isinstance(program.parent(call), cst.Arg) and program.callee(program.parent(program.parent(call))) == "torch.square"
+        return None if inside_square else (named[callee], call)
 
     def propose(self, program: Program, rng: np.random.Generator) -> Edit | None:
         sites = []

@@ -19,11 +19,13 @@ RESIDUAL = m.SimpleStatementLine(
 )
 
 
-def _rebinds(statement: cst.SimpleStatementLine) -> bool:
-    """``x = f(x)``: the name is bound before and after, so removing the statement leaves it defined."""
+def _removable(statement: cst.SimpleStatementLine) -> bool:
+    """``x = f(x)`` or a residual update: the name stays defined without it, and no reshaping chain
+    (``x = x.view(...)``) is removed, whose absence would only break shapes."""
     assign = statement.body[0]
     name = assign.targets[0].target.value
-    return bool(m.findall(assign.value, m.Name(name)))
+    single_call = m.Call(args=[m.Arg(value=m.Name(name), keyword=None)])
+    return m.matches(assign.value, single_call) or (m.matches(statement, RESIDUAL) and _is_residual(statement))
 
 
 def _is_residual(statement: cst.SimpleStatementLine) -> bool:
@@ -49,14 +51,14 @@ def _line(program: Program, site: Site) -> str:
 
 
 class DeleteStatement(Mutator):
-    """Some steps of a model or loop may be useless or harmful at this scale (an extra projection, a
-    nonlinearity, a dropout); deleting one rebinding statement tests whether the program is better without it."""
+    """Some steps of a model may be useless or harmful at this scale (a sublayer, a nonlinearity, a norm);
+    deleting one ``x = f(x)`` or residual update tests whether the program is better without it."""
 
     name = "delete_statement"
     category = "architecture"
 
     def propose(self, program: Program, rng: np.random.Generator) -> Edit | None:
-        sites = [s for s in _statement_sites(program, REBINDING) if _rebinds(s.node)]
+        sites = [s for s in _statement_sites(program, REBINDING) if _removable(s.node)]
         if not sites:
             return None
         site = pick(rng, sites)
