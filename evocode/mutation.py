@@ -170,7 +170,7 @@ class Registered:
 
 
 def _instance(obj: object, origin: str) -> Mutator:
-    mutator = obj() if inspect.isclass(obj) else obj
+    mutator = obj() if inspect.isclass(obj) and issubclass(obj, Mutator) else obj
     if not isinstance(mutator, Mutator) or not mutator.name or mutator.category not in CATEGORIES:
         raise TypeError(f"{origin} is not a Mutator with a name and one of the categories {CATEGORIES}")
     return mutator
