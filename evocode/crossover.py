@@ -72,5 +72,5 @@ def crossover(
         except SyntaxError:
             continue
         info = CrossoverInfo(tuple(from_a), tuple(from_b), dropped, failed, fallback=False)
-        return Genome(parent_a.seed_source, kept), info
+        return Genome(parent_a.seed_source).with_edits(*kept, code=code), info
     return parent_a, CrossoverInfo((), (), (), attempts, fallback=True)
