@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from libcst.metadata import MetadataWrapper, PositionProvider
+from libcst.metadata import PositionProvider
 
 from evocode.genome import Edit, Genome
 from evocode.mutation import CATEGORIES, Mutator, format_number, load_mutators, load_spec, mutate, select_mutators
