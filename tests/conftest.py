@@ -54,3 +54,16 @@ def process_alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def candidates_alive() -> list[int]:
+    """Running processes of any candidate program (the runner names each one candidate.py)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(arg.endswith(b"/candidate.py") for arg in argv) and process_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found

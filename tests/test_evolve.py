@@ -1,0 +1,146 @@
+"""The evolution loop: reproducible, durable, and unstoppable by bad candidates.
+
+Runs are real (real processes, real training) at a budget of two optimizer
+steps, so a whole run takes seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, SEED_SCRIPT, candidates_alive
+from evocode.evaluate import Limits
+from evocode.evolve import EvolveConfig, RunSettings, evolve
+from evocode.store import RunLocked, RunStore
+
+SABOTEURS = str(REPO / "tests" / "plugins" / "saboteurs.py")
+TINY = ["--budget", "4096", "--eval-tokens", "1024", "--population", "4", "--generations", "2", "--workers", "2"]
+
+
+def settings(spec, seed=0, mutators=(), generations=2, timeout=120.0) -> RunSettings:
+    config = EvolveConfig(population=4, generations=generations, workers=2, seed=seed, mutators=tuple(mutators))
+    return RunSettings(SEED_SCRIPT.read_text(), "train.py", config, spec, Limits(timeout_s=timeout, threads=1))
+
+
+def history(run_dir: Path) -> list[tuple]:
+    """Every evaluation in creation order: what was evaluated and what it scored."""
+    with RunStore.reader(run_dir) as store:
+        return [(e.candidate.id, e.candidate.code_hash, e.result.status, e.result.val_bpb) for e in store.evaluated()]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_spec, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("reference")
+    evolve(settings(tiny_spec), run_dir)
+    return run_dir
+
+
+def test_a_run_evaluates_the_seed_first_then_its_generations(reference_run):
+    runs = history(reference_run)
+    assert runs[0][0] == "g000-000"
+    assert len(runs) == 4 + 2 * (4 - 2)
+    assert {cid[:4] for cid, *_ in runs} == {"g000", "g001", "g002"}
+
+
+def test_no_program_is_evaluated_twice(reference_run):
+    hashes = [code_hash for _, code_hash, _, _ in history(reference_run)]
+    assert len(hashes) == len(set(hashes))
+
+
+def test_the_run_directory_holds_store_results_and_the_best_program(reference_run):
+    for name in ("evocode.db", "results.tsv", "best.py", "best.diff"):
+        assert (reference_run / name).is_file(), name
+    rows = (reference_run / "results.tsv").read_text().splitlines()
+    assert rows[0].split("\t")[:5] == ["commit", "val_bpb", "memory_gb", "status", "description"]
+    assert len(rows) == 1 + len(history(reference_run))
+    best = min((r for r in history(reference_run) if r[2] == "ok"), key=lambda r: r[3])
+    assert (reference_run / "best.py").read_text() == (reference_run / "candidates" / f"{best[0]}.py").read_text()
+
+
+def test_the_same_seed_gives_the_same_run(reference_run, tiny_spec, tmp_path):
+    evolve(settings(tiny_spec), tmp_path)
+    assert history(tmp_path) == history(reference_run)
+
+
+def test_another_seed_gives_another_run(reference_run, tiny_spec, tmp_path):
+    evolve(settings(tiny_spec, seed=1), tmp_path)
+    assert [h for _, h, _, _ in history(tmp_path)][1:] != [h for _, h, _, _ in history(reference_run)][1:]
+
+
+def test_a_run_killed_mid_generation_resumes_to_the_same_result(reference_run, tmp_path):
+    run_dir = tmp_path / "killed"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "evocode", "evolve", str(SEED_SCRIPT), *TINY, "--timeout", "120",
+         "--seed", "0", "--run-dir", str(run_dir), "--no-progress"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and len(_finished(run_dir)) < 5:
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and its joblib workers, as a crashed machine would
+    driver.wait()
+    before = _finished(run_dir)
+    time.sleep(1)  # candidates die with their worker (PR_SET_PDEATHSIG); give the kernel a moment
+    assert candidates_alive() == []
+    assert 5 <= len(before) < len(history(reference_run)), "the kill did not land mid-run"
+
+    resumed = subprocess.run([sys.executable, "-m", "evocode", "resume", str(run_dir), "--no-progress"],
+                             cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    after = _finished(run_dir)
+    assert {cid: after[cid] for cid in before} == before, "a completed evaluation was redone"
+    assert history(run_dir) == history(reference_run)
+    assert (run_dir / "best.py").read_text() == (reference_run / "best.py").read_text()
+
+
+def _finished(run_dir: Path) -> dict[str, float]:
+    try:
+        with RunStore.reader(run_dir) as store:
+            return store.finish_times()
+    except sqlite3.Error:
+        return {}
+
+
+def test_candidates_that_crash_hang_or_cheat_are_recorded_and_the_run_goes_on(tiny_spec, tmp_path):
+    """Three saboteurs make seven distinct programs; each must end with the status its worst edit earns."""
+    saboteurs = tuple(f"{SABOTEURS}:{name}" for name in ("Crash", "Hang", "Peek"))
+    config = EvolveConfig(population=8, generations=1, workers=2, seed=0, mutators=saboteurs)
+    run = RunSettings(SEED_SCRIPT.read_text(), "train.py", config, tiny_spec, Limits(timeout_s=8, threads=1))
+    evaluated = evolve(run, tmp_path)
+    assert evaluated[0].result.status == "ok"
+    for e in evaluated[1:]:
+        edits = e.candidate.description
+        expected = "crash" if "sabotage_crash" in edits else "timeout" if "sabotage_hang" in edits else "integrity"
+        assert e.result.status == expected, (edits, e.result.reason)
+    assert {"crash", "timeout", "integrity"} <= {e.result.status for e in evaluated}
+    with RunStore.reader(tmp_path) as store:
+        assert sorted(store.populations()) == [0, 1], "the run did not go on to its last generation"
+    assert candidates_alive() == []
+
+
+def test_a_second_driver_on_the_same_run_is_refused(tmp_path):
+    with RunStore(tmp_path):
+        with pytest.raises(RunLocked, match="another evocode driver is running"):
+            RunStore(tmp_path)
+
+
+def test_resuming_with_other_settings_is_refused(reference_run, tiny_spec):
+    with pytest.raises(ValueError, match="holds a run with other settings"):
+        evolve(settings(tiny_spec, seed=7), reference_run)
+
+
+def test_status_and_best_report_the_run(reference_run):
+    status = subprocess.run([sys.executable, "-m", "evocode", "status", str(reference_run)], capture_output=True, text=True)
+    assert status.returncode == 0
+    assert "evaluations:      8" in status.stdout and "best val_bpb:" in status.stdout
+    best = subprocess.run([sys.executable, "-m", "evocode", "best", str(reference_run)], capture_output=True, text=True)
+    assert best.returncode == 0
+    assert best.stdout.startswith("# g") and "val_bpb" in best.stdout
