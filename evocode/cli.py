@@ -6,17 +6,27 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
+
+import numpy as np
 
 from evocode.data import CorpusError, prepare_corpus
 from evocode.evaluate import Limits, evaluate, format_result
-from evocode.spec import DEFAULT_BUDGET, DEFAULT_CONTEXT_LENGTH, EvalSpec
+from evocode.evolve import EvolveConfig, RunSettings, evolve
+from evocode.outputs import best_of, explain, format_status, seed_diff
+from evocode.progress import Progress
+from evocode.store import RunLocked, RunStore
+from evocode.genome import Genome
+from evocode.mutation import describe_mutators, load_mutators, describe_variant, sample_variants, select_mutators
+from evocode.spec import DEFAULT_BUDGET, DEFAULT_CONTEXT_LENGTH, DEFAULT_EVAL_TOKENS, EvalSpec
 
 
 def add_spec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=int, default=DEFAULT_BUDGET, help="training tokens per candidate (default %(default)s)")
     parser.add_argument("--data", type=Path, default=None, help="a text file to train and validate on (default: the Python standard library's sources)")
     parser.add_argument("--context", type=int, default=DEFAULT_CONTEXT_LENGTH, help="context length of training and validation windows (default %(default)s)")
+    parser.add_argument("--eval-tokens", type=int, default=DEFAULT_EVAL_TOKENS, help="held-out tokens the score averages over (default %(default)s)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=Limits.timeout_s, help="seconds before a candidate is killed (default %(default)s)")
     parser.add_argument("--memory", type=int, default=Limits.memory_mb, help="memory limit of a candidate in MiB (default %(default)s)")
@@ -24,7 +34,10 @@ def add_spec_options(parser: argparse.ArgumentParser) -> None:
 
 def spec_from_args(args: argparse.Namespace) -> EvalSpec:
     corpus = prepare_corpus(args.data)
-    return EvalSpec(budget=args.budget, context_length=args.context, corpus_dir=str(corpus.directory), device=args.device)
+    return EvalSpec(
+        budget=args.budget, context_length=args.context, eval_tokens=args.eval_tokens,
+        corpus_dir=str(corpus.directory), device=args.device,
+    )
 
 
 def limits_from_args(args: argparse.Namespace, threads: int) -> Limits:
@@ -58,11 +71,148 @@ def _fail(message: str) -> int:
     return 2
 
 
+def add_mutate_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("mutate", help="show the edits the mutators propose for a script, or list the mutators")
+    p.add_argument("script", type=Path, nargs="?")
+    p.add_argument("--n", type=int, default=10, help="how many variants to show (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the proposals (default %(default)s)")
+    p.add_argument(
+        "--mutators", nargs="+", default=None, metavar="M",
+        help="mutators to use: names, categories, package.module:Name or path/file.py:Name (default: all)",
+    )
+    p.add_argument("--list", action="store_true", help="list the mutators with category and source, and exit")
+    p.set_defaults(run=run_mutate)
+
+
+def run_mutate(args: argparse.Namespace) -> int:
+    registered = select_mutators(args.mutators)
+    if args.list:
+        print(describe_mutators(registered))
+        return 0
+    if args.script is None:
+        return _fail("mutate needs a SCRIPT to mutate (or --list)")
+    try:
+        parent = Genome(args.script.read_text())
+    except OSError as e:
+        return _fail(f"cannot read {args.script}: {e.strerror}; pass the path of a training script")
+    rng = np.random.default_rng(args.seed)
+    variants = sample_variants(parent, [r.mutator for r in registered], rng, args.n)
+    for index, outcome in enumerate(variants, 1):
+        print(describe_variant(parent, outcome, f"variant {index}/{args.n}", str(args.script)))
+    return 0 if variants else _fail(f"no mutator found a site in {args.script}")
+
+
+def add_evolve_parsers(subparsers: argparse._SubParsersAction) -> None:
+    defaults = EvolveConfig()
+    p = subparsers.add_parser("evolve", help="evolve a seed script: the main job")
+    p.add_argument("script", type=Path)
+    p.add_argument("--population", type=int, default=defaults.population, help="programs per generation (default %(default)s)")
+    p.add_argument("--generations", type=int, default=defaults.generations, help="generations after the first (default %(default)s)")
+    p.add_argument("--tournament", type=int, default=defaults.tournament, help="tournament size (default %(default)s)")
+    p.add_argument("--elite", type=int, default=defaults.elite, help="best programs carried into the next generation (default %(default)s)")
+    p.add_argument("--cx", type=float, default=defaults.cx, help="probability that a child comes from crossover (default %(default)s)")
+    p.add_argument("--workers", type=int, default=defaults.workers, help="evaluations at once (default: the number of cores, %(default)s)")
+    p.add_argument("--backend", default=defaults.backend, help="joblib backend of the workers (default %(default)s)")
+    p.add_argument("--seed", type=int, default=defaults.seed, help="seed of every random choice and of every evaluation (default %(default)s)")
+    p.add_argument("--mutators", nargs="+", default=[], metavar="M",
+                   help="mutators to use: names, categories, package.module:Name or path/file.py:Name (default: all)")
+    p.add_argument("--run-dir", type=Path, default=None, help="where the run lives (default runs/NAME)")
+    p.add_argument("--name", default=None, help="name of the run directory under runs/ (default SCRIPT-DATE-TIME)")
+    p.add_argument("--no-progress", action="store_true", help="no live progress line")
+    add_spec_options(p)
+    p.set_defaults(run=run_evolve)
+    for name, run, text in (
+        ("resume", run_resume, "continue a stopped run where it stopped"),
+        ("status", run_status, "generation, evaluations by status, best so far and its gain"),
+        ("best", run_best, "the best program's edits and its diff against the seed"),
+    ):
+        q = subparsers.add_parser(name, help=text)
+        q.add_argument("run_dir", type=Path)
+        if name == "resume":
+            q.add_argument("--no-progress", action="store_true", help="no live progress line")
+        q.set_defaults(run=run)
+
+
+def run_evolve(args: argparse.Namespace) -> int:
+    try:
+        seed_source = args.script.read_text()
+        compile(seed_source, str(args.script), "exec")
+    except OSError as e:
+        return _fail(f"cannot read {args.script}: {e.strerror}; pass the path of a training script")
+    except SyntaxError as e:
+        return _fail(f"{args.script} does not parse ({e.msg}, line {e.lineno}); evolve needs a valid seed script")
+    config = EvolveConfig(
+        population=args.population, generations=args.generations, tournament=args.tournament, elite=args.elite,
+        cx=args.cx, workers=args.workers, backend=args.backend, seed=args.seed, mutators=tuple(args.mutators),
+    )
+    if not load_mutators(list(config.mutators) or None):
+        return _fail("no mutators selected; see `python -m evocode mutate --list`")
+    threads = max(1, (os.cpu_count() or 1) // config.workers)
+    settings = RunSettings(seed_source, args.script.name, config, spec_from_args(args), limits_from_args(args, threads))
+    run_dir = args.run_dir or Path("runs") / (args.name or f"{args.script.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return _run(settings, run_dir, progress=not args.no_progress)
+
+
+def run_resume(args: argparse.Namespace) -> int:
+    stored = _stored_settings(args.run_dir)
+    if stored is None:
+        return _fail(f"{args.run_dir} holds no evocode run; start one with `python -m evocode evolve SCRIPT`")
+    return _run(stored, args.run_dir, progress=not args.no_progress)
+
+
+def _run(settings: RunSettings, run_dir: Path, progress: bool) -> int:
+    print(f"evocode: run directory {run_dir}", file=sys.stderr)
+    with RunStore.reader(run_dir) as store:
+        done = store.evaluated()
+    bar = Progress(settings.config.planned_evaluations, done) if progress else None
+    try:
+        evaluated = evolve(settings, run_dir, on_result=bar or (lambda *_: None))
+    except RunLocked as e:
+        return _fail(str(e))
+    finally:
+        if bar:
+            bar.close()
+    print(format_status(run_dir, evaluated))
+    return 0
+
+
+def _stored_settings(run_dir: Path) -> RunSettings | None:
+    if not (run_dir / "evocode.db").exists():
+        return None
+    with RunStore.reader(run_dir) as store:
+        stored = store.get("settings")
+    return None if stored is None else RunSettings.from_json(stored)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    if _stored_settings(args.run_dir) is None:
+        return _fail(f"{args.run_dir} holds no evocode run")
+    with RunStore.reader(args.run_dir) as store:
+        print(format_status(args.run_dir, store.evaluated()))
+    return 0
+
+
+def run_best(args: argparse.Namespace) -> int:
+    settings = _stored_settings(args.run_dir)
+    if settings is None:
+        return _fail(f"{args.run_dir} holds no evocode run")
+    with RunStore.reader(args.run_dir) as store:
+        evaluated = store.evaluated()
+    best = best_of(evaluated)
+    if best is None:
+        return _fail(f"{args.run_dir} has no successful evaluation yet")
+    seed = next((e for e in evaluated if e.candidate.origin == "seed"), None)
+    print(explain(best, seed) + seed_diff(settings.seed_source, best.candidate.code, settings.seed_name, "best.py"), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evocode", description="Evolve a training script by editing its source code.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_eval_parser(subparsers)
     # --- mutate: owned by the variation module (add_mutate_parser / run_mutate) ---
+    add_mutate_parser(subparsers)
+    add_evolve_parsers(subparsers)
     return parser
 
 
