@@ -13,13 +13,13 @@ import numpy as np
 
 from evocode.data import CorpusError, prepare_corpus
 from evocode.evaluate import Limits, evaluate, format_result
-from evocode.evolve import EvolveConfig, RunSettings, evolve
-from evocode.outputs import best_of, explain, format_status, seed_diff
-from evocode.progress import Progress
-from evocode.store import RunLocked, RunStore
+from evocode.evolve import EvolveConfig, RunSettings, SeedFailed, evolve
 from evocode.genome import Genome
-from evocode.mutation import describe_mutators, load_mutators, describe_variant, sample_variants, select_mutators
+from evocode.mutation import describe_mutators, describe_variant, load_mutators, sample_variants, select_mutators
+from evocode.outputs import best_report, format_status
+from evocode.progress import Progress
 from evocode.spec import DEFAULT_BUDGET, DEFAULT_CONTEXT_LENGTH, DEFAULT_EVAL_TOKENS, EvalSpec
+from evocode.store import RunLocked, RunStore
 
 
 def add_spec_options(parser: argparse.ArgumentParser) -> None:
@@ -167,7 +167,7 @@ def _run(settings: RunSettings, run_dir: Path, progress: bool) -> int:
     bar = Progress(settings.config.planned_evaluations, done) if progress else None
     try:
         evaluated = evolve(settings, run_dir, on_result=bar or (lambda *_: None))
-    except RunLocked as e:
+    except (RunLocked, SeedFailed) as e:
         return _fail(str(e))
     finally:
         if bar:
@@ -197,12 +197,10 @@ def run_best(args: argparse.Namespace) -> int:
     if settings is None:
         return _fail(f"{args.run_dir} holds no evocode run")
     with RunStore.reader(args.run_dir) as store:
-        evaluated = store.evaluated()
-    best = best_of(evaluated)
-    if best is None:
+        report = best_report(settings.seed_source, settings.seed_name, store.evaluated())
+    if report is None:
         return _fail(f"{args.run_dir} has no successful evaluation yet")
-    seed = next((e for e in evaluated if e.candidate.origin == "seed"), None)
-    print(explain(best, seed) + seed_diff(settings.seed_source, best.candidate.code, settings.seed_name, "best.py"), end="")
+    print(report, end="")
     return 0
 
 

@@ -121,10 +121,26 @@ def evolve(
         population = individuals(store, populations[max(populations)]) if populations else []
         for generation in range(len(populations), config.generations + 1):
             brood = store.candidates(generation) or breed(store, settings, mutators, population, generation)
+            if generation == 0:
+                evaluate_brood(store, settings, brood[:1], run_dir, on_result)
+                check_seed(store, settings)
             evaluate_brood(store, settings, brood, run_dir, on_result)
             population = next_population(population, individuals(store, [c.id for c in brood]), config.elite)
             store.finish_generation(generation, [ind.id for ind in population])
         return store.evaluated()
+
+
+class SeedFailed(RuntimeError):
+    """The seed script itself does not train and score: there is no baseline to improve on."""
+
+
+def check_seed(store: RunStore, settings: RunSettings) -> None:
+    seed = store.evaluated()[0].result
+    if seed.status != "ok":
+        raise SeedFailed(
+            f"the seed script {settings.seed_name} does not evaluate ({seed.status}: {seed.reason}); "
+            f"fix it until `python -m evocode eval {settings.seed_name}` prints status: ok"
+        )
 
 
 def start_or_continue(store: RunStore, settings: RunSettings) -> RunSettings:

@@ -20,6 +20,10 @@ from evocode.store import Evaluated
 TSV_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description", "generation", "parents", "seconds")
 
 
+def seed_of(evaluated: list[Evaluated]) -> Evaluated | None:
+    return next((e for e in evaluated if e.candidate.origin == "seed"), None)
+
+
 def best_of(evaluated: list[Evaluated]) -> Evaluated | None:
     """The lowest val_bpb; ties go to the earlier candidate."""
     ok = [e for e in evaluated if e.result.status == "ok"]
@@ -74,15 +78,21 @@ def write_candidate(run_dir: Path, e: Evaluated) -> None:
     _write(folder / f"{e.candidate.id}.log", header + e.result.log_tail)
 
 
+def best_report(seed_source: str, seed_name: str, evaluated: list[Evaluated]) -> str | None:
+    """best.diff's text: the best program's score and edits, then its diff against the seed."""
+    best = best_of(evaluated)
+    if best is None:
+        return None
+    return explain(best, seed_of(evaluated)) + seed_diff(seed_source, best.candidate.code, seed_name, "best.py")
+
+
 def write_summary(run_dir: Path, seed_source: str, seed_name: str, evaluated: list[Evaluated]) -> None:
     rows = [TSV_COLUMNS] + tsv_rows(evaluated)
     _write(run_dir / "results.tsv", "".join("\t".join(cell.replace("\t", " ") for cell in row) + "\n" for row in rows))
-    best = best_of(evaluated)
-    if best is None:
-        return
-    seed = next((e for e in evaluated if e.candidate.origin == "seed"), None)
-    _write(run_dir / "best.py", best.candidate.code)
-    _write(run_dir / "best.diff", explain(best, seed) + seed_diff(seed_source, best.candidate.code, seed_name, "best.py"))
+    report = best_report(seed_source, seed_name, evaluated)
+    if report is not None:
+        _write(run_dir / "best.py", best_of(evaluated).candidate.code)
+        _write(run_dir / "best.diff", report)
 
 
 def _write(path: Path, text: str) -> None:
@@ -94,7 +104,7 @@ def _write(path: Path, text: str) -> None:
 
 def summary(evaluated: list[Evaluated]) -> dict:
     """What `status` prints and the progress bar shows."""
-    seed = next((e for e in evaluated if e.candidate.origin == "seed"), None)
+    seed = seed_of(evaluated)
     best = best_of(evaluated)
     statuses: dict[str, int] = {}
     for e in evaluated:

@@ -144,3 +144,26 @@ def test_status_and_best_report_the_run(reference_run):
     best = subprocess.run([sys.executable, "-m", "evocode", "best", str(reference_run)], capture_output=True, text=True)
     assert best.returncode == 0
     assert best.stdout.startswith("# g") and "val_bpb" in best.stdout
+
+
+def test_a_seed_that_does_not_evaluate_stops_the_run_with_a_one_line_reason(tmp_path):
+    seed = tmp_path / "broken_seed.py"
+    seed.write_text("raise RuntimeError('no data here')\n")
+    done = subprocess.run([sys.executable, "-m", "evocode", "evolve", str(seed), *TINY, "--run-dir", str(tmp_path / "run"),
+                           "--no-progress"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "evocode: the seed script broken_seed.py does not evaluate (crash: RuntimeError: no data here); "
+        "fix it until `python -m evocode eval broken_seed.py` prints status: ok"
+    )
+    assert history(tmp_path / "run")[0][2] == "crash", "the seed's evaluation was not kept"
+
+
+def test_a_seed_that_does_not_parse_is_refused_before_anything_runs(tmp_path):
+    seed = tmp_path / "typo.py"
+    seed.write_text("def main(:\n")
+    done = subprocess.run([sys.executable, "-m", "evocode", "evolve", str(seed), "--run-dir", str(tmp_path / "run")],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"evocode: {seed} does not parse (invalid syntax, line 1); evolve needs a valid seed script"
+    assert not (tmp_path / "run").exists()
