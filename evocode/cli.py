@@ -13,11 +13,12 @@ import numpy as np
 
 from evocode.data import CorpusError, prepare_corpus
 from evocode.evaluate import Limits, evaluate, format_result
-from evocode.evolve import EvolveConfig, RunSettings, SeedFailed, evolve
+from evocode.evolve import SeedFailed, evolve
 from evocode.genome import Genome
 from evocode.mutation import describe_mutators, describe_variant, load_mutators, sample_variants, select_mutators
 from evocode.outputs import best_report, format_status
 from evocode.progress import Progress
+from evocode.settings import MIN_TIMEOUT_S, TIMEOUT_FACTOR, EvolveConfig, RunSettings, stored_settings
 from evocode.spec import DEFAULT_BUDGET, DEFAULT_CONTEXT_LENGTH, DEFAULT_EVAL_TOKENS, EvalSpec
 from evocode.store import RunLocked, RunStore
 
@@ -28,7 +29,9 @@ def add_spec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context", type=int, default=DEFAULT_CONTEXT_LENGTH, help="context length of training and validation windows (default %(default)s)")
     parser.add_argument("--eval-tokens", type=int, default=DEFAULT_EVAL_TOKENS, help="held-out tokens the score averages over (default %(default)s)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default %(default)s)")
-    parser.add_argument("--timeout", type=float, default=Limits.timeout_s, help="seconds before a candidate is killed (default %(default)s)")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help=f"seconds before a candidate is killed (eval: {Limits.timeout_s:g}; evolve: "
+                             f"{TIMEOUT_FACTOR:g} × the seed's time, at least {MIN_TIMEOUT_S:g})")
     parser.add_argument("--memory", type=int, default=Limits.memory_mb, help="memory limit of a candidate in MiB (default %(default)s)")
 
 
@@ -41,7 +44,7 @@ def spec_from_args(args: argparse.Namespace) -> EvalSpec:
 
 
 def limits_from_args(args: argparse.Namespace, threads: int) -> Limits:
-    return Limits(timeout_s=args.timeout, memory_mb=args.memory, threads=threads)
+    return Limits(timeout_s=args.timeout or Limits.timeout_s, memory_mb=args.memory, threads=threads)
 
 
 def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -64,6 +67,18 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"evocode: {args.script}: {result.status}: {result.reason}", file=sys.stderr)
         return 1
     return 0
+
+
+def _read_script(path: Path) -> str:
+    """The script's source, or a ValueError saying in one line why it cannot be used."""
+    try:
+        source = path.read_text()
+        compile(source, str(path), "exec")
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror}; pass the path of a training script") from None
+    except (SyntaxError, ValueError) as e:
+        raise ValueError(f"{path} does not parse ({getattr(e, 'msg', e)}, line {getattr(e, 'lineno', '?')}); fix the script first") from None
+    return source
 
 
 def _fail(message: str) -> int:
@@ -92,9 +107,10 @@ def run_mutate(args: argparse.Namespace) -> int:
     if args.script is None:
         return _fail("mutate needs a SCRIPT to mutate (or --list)")
     try:
-        parent = Genome(args.script.read_text())
-    except OSError as e:
-        return _fail(f"cannot read {args.script}: {e.strerror}; pass the path of a training script")
+        source = _read_script(args.script)
+    except ValueError as e:
+        return _fail(str(e))
+    parent = Genome(source)
     rng = np.random.default_rng(args.seed)
     variants = sample_variants(parent, [r.mutator for r in registered], rng, args.n)
     for index, outcome in enumerate(variants, 1):
@@ -135,65 +151,64 @@ def add_evolve_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 def run_evolve(args: argparse.Namespace) -> int:
     try:
-        seed_source = args.script.read_text()
-        compile(seed_source, str(args.script), "exec")
-    except OSError as e:
-        return _fail(f"cannot read {args.script}: {e.strerror}; pass the path of a training script")
-    except SyntaxError as e:
-        return _fail(f"{args.script} does not parse ({e.msg}, line {e.lineno}); evolve needs a valid seed script")
+        seed_source = _read_script(args.script)
+    except ValueError as e:
+        return _fail(str(e))
     config = EvolveConfig(
         population=args.population, generations=args.generations, tournament=args.tournament, elite=args.elite,
         cx=args.cx, workers=args.workers, backend=args.backend, seed=args.seed, mutators=tuple(args.mutators),
     )
-    if not load_mutators(list(config.mutators) or None):
-        return _fail("no mutators selected; see `python -m evocode mutate --list`")
     threads = max(1, (os.cpu_count() or 1) // config.workers)
-    settings = RunSettings(seed_source, args.script.name, config, spec_from_args(args), limits_from_args(args, threads))
+    settings = RunSettings(
+        seed_source, args.script.name, config, spec_from_args(args), limits_from_args(args, threads),
+        auto_timeout=args.timeout is None, data=None if args.data is None else str(args.data.resolve()),
+    )
     run_dir = args.run_dir or Path("runs") / (args.name or f"{args.script.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     return _run(settings, run_dir, progress=not args.no_progress)
 
 
 def run_resume(args: argparse.Namespace) -> int:
-    stored = _stored_settings(args.run_dir)
-    if stored is None:
+    settings = stored_settings(args.run_dir)
+    if settings is None:
         return _fail(f"{args.run_dir} holds no evocode run; start one with `python -m evocode evolve SCRIPT`")
-    return _run(stored, args.run_dir, progress=not args.no_progress)
+    return _run(settings, args.run_dir, progress=not args.no_progress)
 
 
 def _run(settings: RunSettings, run_dir: Path, progress: bool) -> int:
+    mutators = load_mutators(list(settings.config.mutators) or None)
+    if not mutators:
+        return _fail("no mutators selected; see `python -m evocode mutate --list`")
     print(f"evocode: run directory {run_dir}", file=sys.stderr)
     with RunStore.reader(run_dir) as store:
         done = store.evaluated()
     bar = Progress(settings.config.planned_evaluations, done) if progress else None
     try:
-        evaluated = evolve(settings, run_dir, on_result=bar or (lambda *_: None))
+        evaluated = evolve(settings, run_dir, mutators, on_result=bar or (lambda *_: None))
     except (RunLocked, SeedFailed) as e:
         return _fail(str(e))
     finally:
         if bar:
             bar.close()
-    print(format_status(run_dir, evaluated))
+    print(_status(run_dir, evaluated))
     return 0
 
 
-def _stored_settings(run_dir: Path) -> RunSettings | None:
-    if not (run_dir / "evocode.db").exists():
-        return None
+def _status(run_dir: Path, evaluated: list) -> str:
     with RunStore.reader(run_dir) as store:
-        stored = store.get("settings")
-    return None if stored is None else RunSettings.from_json(stored)
+        return format_status(run_dir, evaluated, store.event_counts("mutator-failed"))
 
 
 def run_status(args: argparse.Namespace) -> int:
-    if _stored_settings(args.run_dir) is None:
+    if stored_settings(args.run_dir) is None:
         return _fail(f"{args.run_dir} holds no evocode run")
     with RunStore.reader(args.run_dir) as store:
-        print(format_status(args.run_dir, store.evaluated()))
+        evaluated = store.evaluated()
+    print(_status(args.run_dir, evaluated))
     return 0
 
 
 def run_best(args: argparse.Namespace) -> int:
-    settings = _stored_settings(args.run_dir)
+    settings = stored_settings(args.run_dir)
     if settings is None:
         return _fail(f"{args.run_dir} holds no evocode run")
     with RunStore.reader(args.run_dir) as store:
@@ -208,7 +223,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evocode", description="Evolve a training script by editing its source code.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_eval_parser(subparsers)
-    # --- mutate: owned by the variation module (add_mutate_parser / run_mutate) ---
     add_mutate_parser(subparsers)
     add_evolve_parsers(subparsers)
     return parser

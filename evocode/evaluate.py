@@ -30,7 +30,6 @@ import evocode
 from evocode.data import load_corpus, prepare_corpus
 from evocode.spec import RESULT_VAR, SEED_VAR, THREADS_VAR, EvalSpec
 
-STATUSES = ("ok", "crash", "timeout", "nan", "oom", "integrity", "invalid")
 _HARNESS_STATUSES = ("ok", "nan", "integrity")
 _OOM_SIGNS = re.compile(r"MemoryError|can't allocate memory|Cannot allocate memory|out of memory|OutOfMemoryError")
 _PR_SET_PDEATHSIG = 1
@@ -87,10 +86,11 @@ def evaluate(source: str, spec: EvalSpec, seed: int, limits: Limits = Limits()) 
         compile(source, "candidate.py", "exec")
     except (SyntaxError, ValueError) as e:
         return EvalResult(status="invalid", reason=f"{type(e).__name__}: {e}", **common)
-    with tempfile.TemporaryDirectory(prefix="evocode-") as workdir:
+    # The record goes outside the program's working directory, to a path only the harness is told.
+    with tempfile.TemporaryDirectory(prefix="evocode-") as workdir, tempfile.TemporaryDirectory(prefix="evocode-result-") as outdir:
         script = Path(workdir) / "candidate.py"
         script.write_text(source)
-        result_path = Path(workdir) / "result.json"
+        result_path = Path(outdir) / "result.json"
         env = candidate_env(spec, seed, result_path, limits, workdir)
         run = run_isolated([sys.executable, str(script)], workdir, env, limits)
         record = _read_record(result_path)
@@ -120,6 +120,8 @@ def candidate_env(spec: EvalSpec, seed: int, result_path: Path, limits: Limits, 
         "PYTHONPATH": pythonpath,
         "PYTHONHASHSEED": "0",
         "PYTHONUNBUFFERED": "1",
+        # glibc's per-thread malloc arenas reserve address space that the memory cap would count.
+        "MALLOC_ARENA_MAX": "2",
         "TMPDIR": workdir,
     }
 
@@ -129,7 +131,6 @@ class ProcessRun:
     returncode: int
     timed_out: bool
     log_tail: str
-    output_bytes: int
 
 
 def run_isolated(argv: list[str], cwd: str, env: dict[str, str], limits: Limits) -> ProcessRun:
@@ -145,17 +146,29 @@ def run_isolated(argv: list[str], cwd: str, env: dict[str, str], limits: Limits)
         preexec_fn=_child_limits(limits, cuda_possible=_cuda_possible(env)),
     )
     tail = _TailReader(proc.stdout, limits.log_tail_bytes)
-    timed_out = False
     try:
-        proc.wait(timeout=limits.timeout_s)
-    except subprocess.TimeoutExpired:
-        timed_out = True
+        timed_out = _wait(proc, limits.timeout_s)
     finally:
         # Also reaps what the program left running: children sleeping forever, a hung process.
         _kill_group(proc.pid)
         proc.wait()
         tail.join()
-    return ProcessRun(proc.returncode, timed_out, tail.text(), tail.total)
+    return ProcessRun(proc.returncode, timed_out, tail.text())
+
+
+def _wait(proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Wait for the program; True when it ran out of time. Returns early when our own parent is gone:
+    a worker whose driver died must not keep its candidate training for nobody."""
+    parent = os.getppid()
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            proc.wait(timeout=min(1.0, left))
+            return False
+        except subprocess.TimeoutExpired:
+            if os.getppid() != parent:
+                return False
+    return True
 
 
 def _cuda_possible(env: dict[str, str]) -> bool:
@@ -167,11 +180,13 @@ def _child_limits(limits: Limits, cuda_possible: bool):
     """Runs in the child between fork and exec; must stay tiny and must not allocate much."""
     memory = limits.memory_mb * 2**20
     file_size = limits.file_size_mb * 2**20
+    # Looked up before the fork: loading a library in the child is unsafe when the parent has threads.
+    prctl = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
 
     def apply() -> None:
-        if sys.platform.startswith("linux"):
+        if prctl is not None:
             # The candidate dies with the worker that started it, so a killed worker leaves nothing running.
-            ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if not cuda_possible:
             # CUDA reserves far more address space than it uses, so the cap applies to CPU runs only.
             resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
@@ -196,14 +211,12 @@ class _TailReader:
     def __init__(self, stream, keep: int) -> None:
         self.keep = keep
         self.buffer = bytearray()
-        self.total = 0
         self.thread = threading.Thread(target=self._drain, args=(stream,), daemon=True)
         self.thread.start()
 
     def _drain(self, stream) -> None:
         with stream:
             while chunk := stream.read1(65536):
-                self.total += len(chunk)
                 self.buffer += chunk
                 if len(self.buffer) > 2 * self.keep:
                     del self.buffer[: -self.keep]

@@ -1,168 +1,87 @@
 """The main job: evolve a population of programs from one seed script.
 
-Generation 0 is the seed (the baseline) and mutants of it. Every later
-generation selects parents by tournament, makes children by crossover or
-mutation, drops children whose program was already evaluated, evaluates the
-rest in parallel and keeps an elite. All randomness of generation g comes
-from (run seed, g), and a generation's children are recorded before any of
-them is evaluated, so a resumed run makes exactly the decisions the
-uninterrupted run would have made.
+Generation 0 is the seed (the baseline, evaluated first) and mutants of it.
+Every later generation selects parents by tournament, makes children by
+crossover or mutation, drops children whose program was already evaluated,
+evaluates the rest in parallel and keeps an elite. All randomness of
+generation g comes from (run seed, g), and a generation's children are
+recorded before any of them is evaluated, so a resumed run makes exactly the
+decisions the uninterrupted run would have made.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import random
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
-from deap import base, tools
 
-import evocode
 from evocode.crossover import crossover
-from evocode.evaluate import EvalResult, Limits
+from evocode.evaluate import EvalResult
 from evocode.executor import evaluate_many
-from evocode.genome import Edit, Genome
-from evocode.mutation import Mutator, load_mutators, mutate
+from evocode.genome import Genome, edits_from_json, edits_to_json
+from evocode.mutation import Mutator, mutate
 from evocode.outputs import write_candidate, write_summary
+from evocode.selection import Individual, next_population, tournament
+from evocode.settings import RunSettings, derived_timeout, start_or_continue, with_timeout
 from evocode.store import Candidate, Evaluated, RunStore
-from evocode.data import load_corpus
-from evocode.spec import EvalSpec
 
 # A child that duplicates a known program is redrawn; this bounds the redraws per child wanted.
 _ATTEMPTS_PER_CHILD = 10
 # Most mutants take one step; a few take several, up to this many, to cross valleys single edits cannot.
 _MAX_EDITS_PER_MUTATION = 4
-
-
-@dataclass(frozen=True)
-class EvolveConfig:
-    population: int = 8
-    generations: int = 5
-    tournament: int = 3
-    elite: int = 2
-    cx: float = 0.3
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    backend: str = "loky"
-    seed: int = 0
-    mutators: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.population < 2:
-            raise ValueError(f"--population must be at least 2, got {self.population}")
-        if not 0 <= self.elite < self.population:
-            raise ValueError(f"--elite must be between 0 and population - 1 ({self.population - 1}), got {self.elite}")
-        if self.tournament < 1 or self.generations < 0 or self.workers < 1:
-            raise ValueError("--tournament and --workers must be at least 1, --generations at least 0")
-        if not 0.0 <= self.cx <= 1.0:
-            raise ValueError(f"--cx is a probability between 0 and 1, got {self.cx}")
-
-    @property
-    def planned_evaluations(self) -> int:
-        return self.population + self.generations * (self.population - self.elite)
-
-
-class Fitness(base.Fitness):
-    weights = (-1.0,)  # lower val_bpb is better
-
-
-class Individual:
-    """An evaluated candidate as DEAP's selection tools see it: failures have the worst fitness."""
-
-    def __init__(self, evaluated: Evaluated) -> None:
-        self.evaluated = evaluated
-        ok = evaluated.result.status == "ok"
-        self.fitness = Fitness((evaluated.result.val_bpb if ok else math.inf,))
-
-    @property
-    def id(self) -> str:
-        return self.evaluated.candidate.id
-
-    @property
-    def ok(self) -> bool:
-        return self.evaluated.result.status == "ok"
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """Everything that determines a run's results; a resumed run must use the same."""
-
-    seed_source: str
-    seed_name: str
-    config: EvolveConfig
-    spec: EvalSpec
-    limits: Limits
-
-    def to_json(self) -> dict:
-        return {**asdict(self), "config": {**asdict(self.config), "mutators": list(self.config.mutators)}}
-
-    @classmethod
-    def from_json(cls, d: dict) -> "RunSettings":
-        config = EvolveConfig(**{**d["config"], "mutators": tuple(d["config"]["mutators"])})
-        return cls(d["seed_source"], d["seed_name"], config, EvalSpec(**d["spec"]), Limits(**d["limits"]))
+SEED_ID = "g000-000"
 
 
 def evolve(
     settings: RunSettings,
     run_dir: Path,
+    mutators: list[Mutator],
     on_result: Callable[[Candidate, EvalResult, list[Evaluated]], None] = lambda *_: None,
 ) -> list[Evaluated]:
     """Run (or continue) the evolution stored in run_dir; returns every evaluated candidate."""
     with RunStore(run_dir) as store:
-        settings = start_or_continue(store, settings)
-        config = settings.config
-        mutators = load_mutators(list(config.mutators) or None)
+        settings = start_or_continue(store, settings, [m.name for m in mutators])
+        rewrite_outputs(store, settings, run_dir)
         populations = store.populations()
         population = individuals(store, populations[max(populations)]) if populations else []
-        for generation in range(len(populations), config.generations + 1):
+        for generation in range(len(populations), settings.config.generations + 1):
             brood = store.candidates(generation) or breed(store, settings, mutators, population, generation)
             if generation == 0:
-                evaluate_brood(store, settings, brood[:1], run_dir, on_result)
-                check_seed(store, settings)
+                evaluate_baseline(store, settings, brood[0], run_dir, on_result)
+            settings = with_timeout(settings, store.get("timeout_s"))
             evaluate_brood(store, settings, brood, run_dir, on_result)
-            population = next_population(population, individuals(store, [c.id for c in brood]), config.elite)
+            population = next_population(population, individuals(store, [c.id for c in brood]), settings.config.elite)
             store.finish_generation(generation, [ind.id for ind in population])
         return store.evaluated()
 
 
-class SeedFailed(RuntimeError):
-    """The seed script itself does not train and score: there is no baseline to improve on."""
+def rewrite_outputs(store: RunStore, settings: RunSettings, run_dir: Path) -> None:
+    """A driver killed between committing a result and writing its files left them stale; the store is the truth."""
+    evaluated = store.evaluated()
+    for e in evaluated:
+        write_candidate(run_dir, e)
+    write_summary(run_dir, settings.seed_source, settings.seed_name, evaluated)
 
 
-def check_seed(store: RunStore, settings: RunSettings) -> None:
-    seed = store.evaluated()[0].result
-    if seed.status != "ok":
+def evaluate_baseline(store: RunStore, settings: RunSettings, seed: Candidate, run_dir: Path, on_result) -> None:
+    """The seed alone, first: a run has no meaning without its baseline, and the seed's time sets the timeout."""
+    previous = store.results().get(seed.id)
+    if previous is not None and previous.status != "ok":
+        store.forget_evaluation(seed.id)  # a failed baseline may have been the machine's fault: try it again
+    evaluate_brood(store, settings, [seed], run_dir, on_result)
+    result = store.results()[seed.id]
+    if result.status != "ok":
         raise SeedFailed(
-            f"the seed script {settings.seed_name} does not evaluate ({seed.status}: {seed.reason}); "
+            f"the seed script {settings.seed_name} does not evaluate ({result.status}: {result.reason}); "
             f"fix it until `python -m evocode eval {settings.seed_name}` prints status: ok"
         )
+    if store.get("timeout_s") is None:
+        store.put("timeout_s", derived_timeout(settings, result.wall_seconds))
 
 
-def start_or_continue(store: RunStore, settings: RunSettings) -> RunSettings:
-    """A new run records its settings; a stored run keeps its own, and may only be given more generations."""
-    stored = store.get("settings")
-    if stored is None:
-        store.put("settings", settings.to_json())
-        store.put("evocode_version", evocode.__version__)
-        store.put("corpus", load_corpus(settings.spec.corpus_dir).fingerprint if settings.spec.corpus_dir else None)
-        return settings
-    previous = RunSettings.from_json(stored)
-    wanted = {**settings.to_json(), "config": {**settings.to_json()["config"], "generations": previous.config.generations}}
-    if wanted != previous.to_json():
-        differing = sorted(k for k in wanted if wanted[k] != previous.to_json()[k])
-        raise ValueError(
-            f"{store.directory} holds a run with other settings ({', '.join(differing)}); "
-            f"use `python -m evocode resume {store.directory}` or another --name"
-        )
-    generations = max(previous.config.generations, settings.config.generations)
-    previous = RunSettings(**{**previous.__dict__, "config": EvolveConfig(**{**asdict(previous.config), "generations": generations})})
-    store.put("settings", previous.to_json())
-    return previous
+class SeedFailed(RuntimeError):
+    """The seed script itself does not train and score: there is no baseline to improve on."""
 
 
 def individuals(store: RunStore, ids: Sequence[str]) -> list[Individual]:
@@ -178,14 +97,14 @@ def breed(store: RunStore, settings: RunSettings, mutators: list[Mutator], popul
     seed = Genome(settings.seed_source)
     brood: list[Candidate] = []
     if generation == 0:
-        brood.append(_candidate(seed, "g000-000", 0, "seed", (), "seed"))
+        brood.append(_candidate(seed, SEED_ID, 0, "seed", (), "seed"))
         known.add(brood[0].code_hash)
     target = config.population if generation == 0 else config.population - config.elite
     for _ in range(target * _ATTEMPTS_PER_CHILD):
         if len(brood) == target:
             break
         if generation == 0:
-            genome, origin, parents = _mutant(store, seed, mutators, rng, generation), "mutation", ("g000-000",)
+            genome, origin, parents = _mutant(store, seed, mutators, rng, generation), "mutation", (SEED_ID,)
         else:
             genome, origin, parents = vary(store, seed, population, mutators, config, rng, generation)
         if genome.code_hash in known:
@@ -198,11 +117,12 @@ def breed(store: RunStore, settings: RunSettings, mutators: list[Mutator], popul
 
 def vary(
     store: RunStore, seed: Genome, population: list[Individual], mutators: list[Mutator],
-    config: EvolveConfig, rng: np.random.Generator, generation: int,
+    config, rng: np.random.Generator, generation: int,
 ) -> tuple[Genome, str, tuple[str, ...]]:
     """One child: crossover of two tournament winners with probability cx, else a mutant of one."""
     if rng.random() < config.cx and len(population) >= 2:
-        a, b = tournament(population, 2, config.tournament, rng)
+        # The fitter parent goes first: crossover falls back to a copy of it.
+        a, b = sorted(tournament(population, 2, config.tournament, rng), key=lambda ind: ind.fitness, reverse=True)
         child, info = crossover(_genome(seed, a), _genome(seed, b), rng)
         if info.fallback or info.dropped:
             store.log_event(generation, "crossover-fallback", f"{a.id} x {b.id}: {len(info.dropped)} edits dropped, fallback={info.fallback}")
@@ -217,28 +137,6 @@ def _mutant(store: RunStore, genome: Genome, mutators: list[Mutator], rng: np.ra
     for failure in outcome.failures:
         store.log_event(generation, "mutator-failed", f"{failure.mutator}: {failure.error}")
     return outcome.genome
-
-
-def tournament(population: list[Individual], k: int, size: int, rng: np.random.Generator) -> list[Individual]:
-    with _python_random_seeded(int(rng.integers(2**63))):
-        return tools.selTournament(population, k, min(size, len(population)))
-
-
-@contextmanager
-def _python_random_seeded(seed: int) -> Iterator[None]:
-    """DEAP draws from Python's global `random`; seed it from our generator and leave it as it was."""
-    state = random.getstate()
-    random.seed(seed)
-    try:
-        yield
-    finally:
-        random.setstate(state)
-
-
-def next_population(population: list[Individual], children: list[Individual], elite: int) -> list[Individual]:
-    """The best `elite` successful programs of the last population, then all the children."""
-    kept = [ind for ind in tools.selBest(population, len(population)) if ind.ok][:elite]
-    return kept + children
 
 
 def evaluate_brood(store: RunStore, settings: RunSettings, brood: list[Candidate], run_dir: Path, on_result) -> None:
@@ -256,7 +154,7 @@ def evaluate_brood(store: RunStore, settings: RunSettings, brood: list[Candidate
 
 
 def _genome(seed: Genome, ind: Individual) -> Genome:
-    return seed.with_edits(*(Edit.from_dict(d) for d in json.loads(ind.evaluated.candidate.genome)))
+    return seed.with_edits(*edits_from_json(ind.evaluated.candidate.genome))
 
 
 def _candidate(genome: Genome, cid: str, generation: int, origin: str, parents: tuple[str, ...], description: str | None) -> Candidate:
@@ -265,7 +163,7 @@ def _candidate(genome: Genome, cid: str, generation: int, origin: str, parents: 
         generation=generation,
         origin=origin,
         parents=parents,
-        genome=json.dumps([e.to_dict() for e in genome.edits]),
+        genome=edits_to_json(genome.edits),
         description=description or "; ".join(e.description for e in genome.edits),
         code_hash=genome.code_hash,
         code=genome.code,

@@ -3,26 +3,25 @@
 The loop hands over (candidate id, code) jobs and consumes (id, result) pairs
 as they complete. joblib runs them here, in worker processes; its backend is
 named by a string, so a cluster backend plugs in without touching the loop.
-A job never raises (evaluate turns every failure of the program into a
-status), and a worker lost for any other reason becomes a failed record for
-the jobs it held, not a stuck or aborted run.
+A job never raises for what its program does (evaluate turns that into a
+status). A lost worker breaks the pool and takes every job in flight with
+it: those jobs are run again one at a time, so a candidate that kills its
+own worker is singled out and recorded as a crash while the innocent ones
+complete. Any other error is the runner's own fault (a full disk, a
+vanished corpus): it propagates, so nothing false is recorded and `resume`
+picks up from there.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import BrokenExecutor
 from typing import Iterable, Iterator
 
 from joblib import Parallel, delayed
+from joblib.externals.loky import get_reusable_executor
 
 from evocode.evaluate import EvalResult, Limits, evaluate
 from evocode.spec import EvalSpec
-
-
-def _job(candidate_id: str, code: str, spec: EvalSpec, seed: int, limits: Limits) -> tuple[str, EvalResult]:
-    try:
-        return candidate_id, evaluate(code, spec, seed, limits)
-    except Exception as error:  # a fault of the runner itself must not abort the other evaluations
-        return candidate_id, EvalResult(status="crash", reason=f"evaluation failed in the worker: {error!r}", budget=spec.budget, seed=seed)
 
 
 def evaluate_many(
@@ -34,23 +33,32 @@ def evaluate_many(
     backend: str = "loky",
 ) -> Iterator[tuple[str, EvalResult]]:
     """Yield (candidate id, result) for every job, in the order they finish."""
-    jobs = list(jobs)
-    if not jobs:
-        return
-    done = set()
+    pending = dict(jobs)
+    try:
+        yield from _pool(pending, spec, seed, limits, workers, backend)
+    except BrokenExecutor:
+        for candidate_id, code in list(pending.items()):
+            yield candidate_id, _alone(candidate_id, code, spec, seed, limits)
+
+
+def _pool(pending: dict[str, str], spec, seed, limits, workers, backend):
+    """Run the pending jobs, removing each from `pending` as its result arrives."""
     results = Parallel(n_jobs=workers, backend=backend, return_as="generator_unordered")(
-        delayed(_job)(cid, code, spec, seed, limits) for cid, code in jobs
+        delayed(_job)(cid, code, spec, seed, limits) for cid, code in list(pending.items())
     )
-    while True:
-        try:
-            candidate_id, result = next(results)
-        except StopIteration:
-            return
-        except Exception as error:
-            reason = f"evaluation worker lost: {type(error).__name__}: {error}".splitlines()[0]
-            for cid, _ in jobs:
-                if cid not in done:
-                    yield cid, EvalResult(status="crash", reason=reason, budget=spec.budget, seed=seed)
-            return
-        done.add(candidate_id)
+    for candidate_id, result in results:
+        del pending[candidate_id]
         yield candidate_id, result
+
+
+def _alone(candidate_id: str, code: str, spec: EvalSpec, seed: int, limits: Limits) -> EvalResult:
+    """One job in a worker process of its own (never the driver's), so a lost worker names its culprit."""
+    try:
+        return get_reusable_executor(max_workers=1).submit(_job, candidate_id, code, spec, seed, limits).result()[1]
+    except BrokenExecutor as error:
+        reason = f"killed its evaluation worker: {str(error).splitlines()[0]}"
+        return EvalResult(status="crash", reason=reason, budget=spec.budget, seed=seed)
+
+
+def _job(candidate_id: str, code: str, spec: EvalSpec, seed: int, limits: Limits) -> tuple[str, EvalResult]:
+    return candidate_id, evaluate(code, spec, seed, limits)

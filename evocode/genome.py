@@ -25,7 +25,10 @@ import libcst as cst
 
 from evocode.program import EXPRESSION, Site, SiteNotFound, index_sites, resolve
 
-__all__ = ["Edit", "EditError", "Genome", "SiteNotFound", "apply_applicable_edits", "apply_edits", "code_hash"]
+__all__ = [
+    "Edit", "EditError", "Genome", "SiteNotFound", "apply_applicable_edits", "apply_edits", "code_hash",
+    "edits_from_json", "edits_to_json",
+]
 
 
 class EditError(ValueError):
@@ -177,3 +180,12 @@ class Genome:
     @classmethod
     def from_json(cls, text: str) -> Genome:
         return cls.from_dict(json.loads(text))
+
+
+def edits_to_json(edits: Iterable[Edit]) -> str:
+    """A candidate's edit list as the run store keeps it (the seed is stored once per run)."""
+    return json.dumps([edit.to_dict() for edit in edits], ensure_ascii=False)
+
+
+def edits_from_json(text: str) -> tuple[Edit, ...]:
+    return tuple(Edit.from_dict(d) for d in json.loads(text))

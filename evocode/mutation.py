@@ -25,6 +25,7 @@ import pkgutil
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import ClassVar, Iterable, Sequence, TypeVar
 
 import libcst as cst
@@ -205,16 +206,21 @@ def load_spec(spec: str) -> Registered:
     where, _, attribute = spec.rpartition(":")
     if not where or not attribute:
         raise ValueError(f"a mutator spec looks like package.module:Name or path/file.py:Name, got {spec!r}")
-    if where.endswith(".py"):
-        path = Path(where)
-        module_spec = importlib.util.spec_from_file_location(f"evocode_plugin_{path.stem}", path)
-        if module_spec is None or not path.is_file():
-            raise FileNotFoundError(f"no mutator file {where}")
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(where)
-    return Registered(_instance(getattr(module, attribute), spec), f"path {spec}" if where.endswith(".py") else f"module {spec}")
+    try:
+        module = _load_file(Path(where)) if where.endswith(".py") else importlib.import_module(where)
+        obj = getattr(module, attribute)
+    except (ImportError, OSError, AttributeError, SyntaxError) as error:
+        raise ValueError(f"cannot load mutator {spec}: {_error_line(error)}; check the path and the class name") from None
+    return Registered(_instance(obj, spec), f"path {spec}" if where.endswith(".py") else f"module {spec}")
+
+
+def _load_file(path: Path) -> ModuleType:
+    module_spec = importlib.util.spec_from_file_location(f"evocode_plugin_{path.stem}", path)
+    if module_spec is None or not path.is_file():
+        raise FileNotFoundError(f"no mutator file {path}")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
 
 
 def available_mutators(specs: Iterable[str] = ()) -> list[Registered]:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import difflib
 import statistics
-import json
 import math
 import os
 from pathlib import Path
 
+from evocode.genome import edits_from_json
+from evocode.selection import hall_of_fame
 from evocode.store import Evaluated
 
 TSV_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description", "generation", "parents", "seconds")
@@ -65,8 +66,8 @@ def explain(best: Evaluated, seed: Evaluated | None) -> str:
     if seed is not None and seed.result.status == "ok":
         gain = seed.result.val_bpb - best.result.val_bpb
         lines[0] += f" (seed {seed.result.val_bpb:.6f}, gain {gain:.6f} = {100 * gain / seed.result.val_bpb:.2f}%)"
-    edits = json.loads(best.candidate.genome)
-    lines += [f"# edit {i}: {edit['description']}  [{edit['mutator']} at {edit['site']}]" for i, edit in enumerate(edits, 1)]
+    edits = edits_from_json(best.candidate.genome)
+    lines += [f"# edit {i}: {edit.description}  [{edit.mutator} at {edit.site}]" for i, edit in enumerate(edits, 1)]
     return "\n".join(lines) + "\n"
 
 
@@ -121,7 +122,7 @@ def summary(evaluated: list[Evaluated]) -> dict:
     }
 
 
-def format_status(run_dir: Path, evaluated: list[Evaluated]) -> str:
+def format_status(run_dir: Path, evaluated: list[Evaluated], mutator_failures: dict[str, int], fame: int = 5) -> str:
     s = summary(evaluated)
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(s["statuses"].items())) or "none yet"
     lines = [
@@ -130,11 +131,14 @@ def format_status(run_dir: Path, evaluated: list[Evaluated]) -> str:
         f"evaluations:      {s['evaluations']} ({statuses})",
         f"seed val_bpb:     {'-' if s['seed_val_bpb'] is None else format(s['seed_val_bpb'], '.6f')}",
     ]
-    if s["best"] is not None:
-        best = s["best"]
-        lines.append(f"best val_bpb:     {best.result.val_bpb:.6f} ({best.candidate.id}: {best.candidate.description})")
     if s["gain"] is not None:
         lines.append(f"gain over seed:   {s['gain']:.6f} bits/byte ({100 * s['gain'] / s['seed_val_bpb']:.2f}%)")
     if s["median_seconds"] is not None:
         lines.append(f"time per eval:    {s['median_seconds']:.1f} s (median)")
+    if mutator_failures:
+        lines.append("mutators skipped: " + ", ".join(f"{name} {count}x" for name, count in mutator_failures.items()))
+    best = hall_of_fame(evaluated, fame)
+    if best:
+        lines.append("hall of fame:")
+        lines += [f"  {e.result.val_bpb:.6f}  {e.candidate.id}  {e.candidate.description}" for e in best]
     return "\n".join(lines)

@@ -148,6 +148,9 @@ class RunStore:
             ),
         )
 
+    def forget_evaluation(self, candidate_id: str) -> None:
+        self.db.execute("DELETE FROM evaluations WHERE candidate_id = ?", (candidate_id,))
+
     def finish_generation(self, number: int, population: list[str]) -> None:
         self.db.execute("INSERT INTO generations VALUES (?, ?, ?)", (number, json.dumps(population), time.time()))
 
@@ -179,5 +182,10 @@ class RunStore:
     def finish_times(self) -> dict[str, float]:
         return dict(self.db.execute("SELECT candidate_id, finished FROM evaluations"))
 
-    def events(self) -> list[tuple[int, str, str]]:
-        return list(self.db.execute("SELECT generation, kind, detail FROM events ORDER BY rowid"))
+    def event_counts(self, kind: str) -> dict[str, int]:
+        """How often each subject (the text before the first colon of an event's detail) had an event of this kind."""
+        rows = self.db.execute(
+            "SELECT substr(detail, 1, instr(detail, ':') - 1) AS subject, count(*) FROM events "
+            "WHERE kind = ? GROUP BY subject ORDER BY subject", (kind,)
+        )
+        return dict(rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -56,14 +57,29 @@ def process_alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_temp_root(tmp_path_factory):
+    """Candidates of this test session get their working directories here, so leftovers can be told apart."""
+    root = tmp_path_factory.mktemp("tmp")
+    previous = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = str(root), str(root)
+    yield root
+    if previous[0] is None:
+        del os.environ["TMPDIR"]
+    else:
+        os.environ["TMPDIR"] = previous[0]
+    tempfile.tempdir = previous[1]
+
+
 def candidates_alive() -> list[int]:
-    """Running processes of any candidate program (the runner names each one candidate.py)."""
+    """Running candidate programs of this test session (the runner names each one candidate.py)."""
+    root = os.fsencode(tempfile.gettempdir())
     found = []
     for entry in Path("/proc").iterdir():
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(arg.endswith(b"/candidate.py") for arg in argv) and process_alive(int(entry.name)):
+        if any(arg.startswith(root) and arg.endswith(b"/candidate.py") for arg in argv) and process_alive(int(entry.name)):
             found.append(int(entry.name))
     return found
