@@ -10,7 +10,6 @@ import math
 import re
 import time
 
-import pytest
 
 from conftest import children_alive, process_alive
 from evocode.evaluate import EvalResult, Limits, evaluate, last_error
