@@ -82,7 +82,7 @@ def main() -> None:
     for search_seed in range(args.search_seeds):
         config = EvolveConfig(population=args.population, generations=args.generations, workers=args.workers, seed=search_seed)
         with tempfile.TemporaryDirectory() as run_dir:
-            evaluated = evolve(RunSettings(seed_source, "train.py", config, spec, limits), Path(run_dir))
+            evaluated = evolve(RunSettings(seed_source, "train.py", config, spec, limits), Path(run_dir), load_mutators())
         seed_bpb = evaluated[0].result.val_bpb
         evo_best = best_of(evaluated)
         lengths = [len(edits_from_json(e.candidate.genome)) for e in evaluated[1:]]

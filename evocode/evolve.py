@@ -23,7 +23,7 @@ from evocode.genome import Genome, edits_from_json, edits_to_json
 from evocode.mutation import Mutator, mutate
 from evocode.outputs import write_candidate, write_summary
 from evocode.selection import Individual, next_population, tournament
-from evocode.settings import RunSettings, derived_timeout, start_or_continue, with_timeout
+from evocode.settings import EvolveConfig, RunSettings, derived_timeout, start_or_continue, with_timeout
 from evocode.store import Candidate, Evaluated, RunStore
 
 # A child that duplicates a known program is redrawn; this bounds the redraws per child wanted.
@@ -117,7 +117,7 @@ def breed(store: RunStore, settings: RunSettings, mutators: list[Mutator], popul
 
 def vary(
     store: RunStore, seed: Genome, population: list[Individual], mutators: list[Mutator],
-    config, rng: np.random.Generator, generation: int,
+    config: EvolveConfig, rng: np.random.Generator, generation: int,
 ) -> tuple[Genome, str, tuple[str, ...]]:
     """One child: crossover of two tournament winners with probability cx, else a mutant of one."""
     if rng.random() < config.cx and len(population) >= 2:

@@ -131,6 +131,8 @@ def format_status(run_dir: Path, evaluated: list[Evaluated], mutator_failures: d
         f"evaluations:      {s['evaluations']} ({statuses})",
         f"seed val_bpb:     {'-' if s['seed_val_bpb'] is None else format(s['seed_val_bpb'], '.6f')}",
     ]
+    if s["best"] is not None:
+        lines.append(f"best val_bpb:     {s['best'].result.val_bpb:.6f} ({s['best'].candidate.id}, see best.py and best.diff)")
     if s["gain"] is not None:
         lines.append(f"gain over seed:   {s['gain']:.6f} bits/byte ({100 * s['gain'] / s['seed_val_bpb']:.2f}%)")
     if s["median_seconds"] is not None:
