@@ -44,7 +44,9 @@ def spec_from_args(args: argparse.Namespace) -> EvalSpec:
 
 
 def limits_from_args(args: argparse.Namespace, threads: int) -> Limits:
-    return Limits(timeout_s=args.timeout or Limits.timeout_s, memory_mb=args.memory, threads=threads)
+    if args.timeout is not None and not args.timeout > 0:
+        raise ValueError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    return Limits(timeout_s=Limits.timeout_s if args.timeout is None else args.timeout, memory_mb=args.memory, threads=threads)
 
 
 def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -77,8 +77,17 @@ class EvalResult:
         return cls(**{**d, "violations": tuple(d.get("violations", ()))})
 
 
-def evaluate(source: str, spec: EvalSpec, seed: int, limits: Limits = Limits()) -> EvalResult:
-    """Train and score `source` under `spec` with evaluation seed `seed`."""
+class DriverGone(RuntimeError):
+    """The driver that asked for this evaluation died; nobody will read its result."""
+
+
+def evaluate(source: str, spec: EvalSpec, seed: int, limits: Limits = Limits(), driver_pid: int | None = None) -> EvalResult:
+    """Train and score `source` under `spec` with evaluation seed `seed`.
+
+    driver_pid: when this runs in a worker process started by that driver,
+    the candidate is stopped (and DriverGone raised) as soon as the driver is
+    gone, so a killed driver leaves nothing training for nobody.
+    """
     started = time.perf_counter()
     corpus = load_corpus(spec.corpus_dir) if spec.corpus_dir else prepare_corpus()
     common = {"budget": spec.budget, "seed": seed, "corpus": corpus.fingerprint}
@@ -92,7 +101,7 @@ def evaluate(source: str, spec: EvalSpec, seed: int, limits: Limits = Limits()) 
         script.write_text(source)
         result_path = Path(outdir) / "result.json"
         env = candidate_env(spec, seed, result_path, limits, workdir)
-        run = run_isolated([sys.executable, str(script)], workdir, env, limits)
+        run = run_isolated([sys.executable, str(script)], workdir, env, limits, driver_pid)
         record = _read_record(result_path)
     status, reason = classify(run, record, corpus.fingerprint, spec.budget, limits)
     measured = _measurements(record) if record else {}
@@ -133,7 +142,7 @@ class ProcessRun:
     log_tail: str
 
 
-def run_isolated(argv: list[str], cwd: str, env: dict[str, str], limits: Limits) -> ProcessRun:
+def run_isolated(argv: list[str], cwd: str, env: dict[str, str], limits: Limits, driver_pid: int | None = None) -> ProcessRun:
     """Run argv in its own process group under limits; kill the whole group when it ends or times out."""
     proc = subprocess.Popen(
         argv,
@@ -147,7 +156,7 @@ def run_isolated(argv: list[str], cwd: str, env: dict[str, str], limits: Limits)
     )
     tail = _TailReader(proc.stdout, limits.log_tail_bytes)
     try:
-        timed_out = _wait(proc, limits.timeout_s)
+        timed_out = _wait(proc, limits.timeout_s, driver_pid)
     finally:
         # Also reaps what the program left running: children sleeping forever, a hung process.
         _kill_group(proc.pid)
@@ -156,18 +165,19 @@ def run_isolated(argv: list[str], cwd: str, env: dict[str, str], limits: Limits)
     return ProcessRun(proc.returncode, timed_out, tail.text())
 
 
-def _wait(proc: subprocess.Popen, timeout_s: float) -> bool:
-    """Wait for the program; True when it ran out of time. Returns early when our own parent is gone:
-    a worker whose driver died must not keep its candidate training for nobody."""
-    parent = os.getppid()
+def _wait(proc: subprocess.Popen, timeout_s: float, driver_pid: int | None) -> bool:
+    """Wait for the program; True when it ran out of time, DriverGone when the driver died meanwhile."""
+    in_worker = driver_pid is not None and driver_pid != os.getpid()
     deadline = time.monotonic() + timeout_s
     while (left := deadline - time.monotonic()) > 0:
+        # A worker is the driver's child until the driver dies and the worker is re-parented.
+        if in_worker and os.getppid() != driver_pid:
+            raise DriverGone(f"the driver (pid {driver_pid}) is gone")
         try:
             proc.wait(timeout=min(1.0, left))
             return False
         except subprocess.TimeoutExpired:
-            if os.getppid() != parent:
-                return False
+            pass
     return True
 
 

@@ -96,6 +96,7 @@ def breed(store: RunStore, settings: RunSettings, mutators: list[Mutator], popul
     known = store.code_hashes()
     seed = Genome(settings.seed_source)
     brood: list[Candidate] = []
+    events: list[tuple[int, str, str]] = []
     if generation == 0:
         brood.append(_candidate(seed, SEED_ID, 0, "seed", (), "seed"))
         known.add(brood[0].code_hash)
@@ -104,19 +105,19 @@ def breed(store: RunStore, settings: RunSettings, mutators: list[Mutator], popul
         if len(brood) == target:
             break
         if generation == 0:
-            genome, origin, parents = _mutant(store, seed, mutators, rng, generation), "mutation", (SEED_ID,)
+            genome, origin, parents = _mutant(events, seed, mutators, rng, generation), "mutation", (SEED_ID,)
         else:
-            genome, origin, parents = vary(store, seed, population, mutators, config, rng, generation)
+            genome, origin, parents = vary(events, seed, population, mutators, config, rng, generation)
         if genome.code_hash in known:
             continue
         known.add(genome.code_hash)
         brood.append(_candidate(genome, f"g{generation:03d}-{len(brood):03d}", generation, origin, parents, None))
-    store.add_candidates(brood)
+    store.add_candidates(brood, events)
     return brood
 
 
 def vary(
-    store: RunStore, seed: Genome, population: list[Individual], mutators: list[Mutator],
+    events: list[tuple[int, str, str]], seed: Genome, population: list[Individual], mutators: list[Mutator],
     config: EvolveConfig, rng: np.random.Generator, generation: int,
 ) -> tuple[Genome, str, tuple[str, ...]]:
     """One child: crossover of two tournament winners with probability cx, else a mutant of one."""
@@ -125,17 +126,17 @@ def vary(
         a, b = sorted(tournament(population, 2, config.tournament, rng), key=lambda ind: ind.fitness, reverse=True)
         child, info = crossover(_genome(seed, a), _genome(seed, b), rng)
         if info.fallback or info.dropped:
-            store.log_event(generation, "crossover-fallback", f"{a.id} x {b.id}: {len(info.dropped)} edits dropped, fallback={info.fallback}")
+            events.append((generation, "crossover-fallback", f"{a.id} x {b.id}: {len(info.dropped)} edits dropped, fallback={info.fallback}"))
         return child, "crossover", (a.id, b.id)
     (parent,) = tournament(population, 1, config.tournament, rng)
-    return _mutant(store, _genome(seed, parent), mutators, rng, generation), "mutation", (parent.id,)
+    return _mutant(events, _genome(seed, parent), mutators, rng, generation), "mutation", (parent.id,)
 
 
-def _mutant(store: RunStore, genome: Genome, mutators: list[Mutator], rng: np.random.Generator, generation: int) -> Genome:
+def _mutant(events: list[tuple[int, str, str]], genome: Genome, mutators: list[Mutator], rng: np.random.Generator, generation: int) -> Genome:
     """One or more new edits: half the children take one step, a quarter two, and so on (geometric, capped)."""
     outcome = mutate(genome, mutators, rng, n_edits=min(int(rng.geometric(0.5)), _MAX_EDITS_PER_MUTATION))
     for failure in outcome.failures:
-        store.log_event(generation, "mutator-failed", f"{failure.mutator}: {failure.error}")
+        events.append((generation, "mutator-failed", f"{failure.mutator}: {failure.error}"))
     return outcome.genome
 
 

@@ -96,17 +96,15 @@ def start_or_continue(store: RunStore, settings: RunSettings, mutator_names: lis
     }
     stored = store.get("settings")
     if stored is None:
-        store.put("settings", settings.to_json())
-        for key, value in facts.items():
-            store.put(key, value)
+        store.put_all({"settings": settings.to_json(), **facts})
         return settings
     previous = RunSettings.from_json(stored)
     differing = _differences(_comparable(previous), _comparable(settings))
     differing += [key for key, value in facts.items() if store.get(key) != value]
     if differing:
         raise SettingsMismatch(
-            f"{store.directory} holds a run with other settings ({', '.join(differing)}); "
-            f"continue it with `python -m evocode resume {store.directory}` under the same installation, or pick another --name"
+            f"{store.directory} holds a run with other settings ({', '.join(differing)}); continue it with "
+            f"`python -m evocode resume {store.directory}` on the installation and data it started with, or start a new run with another --name"
         )
     generations = max(previous.config.generations, settings.config.generations)
     continued = replace(previous, config=replace(previous.config, generations=generations), spec=settings.spec)

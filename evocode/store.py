@@ -125,19 +125,28 @@ class RunStore:
         return None if row is None else json.loads(row[0])
 
     def put(self, key: str, value) -> None:
-        self.db.execute("INSERT OR REPLACE INTO run (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+        self.put_all({key: value})
 
-    def add_candidates(self, candidates: list[Candidate]) -> None:
-        """All of a generation's children at once: either the whole brood is recorded or none of it."""
+    def put_all(self, values: dict) -> None:
+        """Several facts at once, all or none: a run is never left with half its settings."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR REPLACE INTO run (key, value) VALUES (?, ?)",
+                                [(k, json.dumps(v)) for k, v in values.items()])
+
+    def add_candidates(self, candidates: list[Candidate], events: list[tuple[int, str, str]] = ()) -> None:
+        """All of a generation's children, and what went wrong making them, at once: all or none."""
+        now = time.time()
         with self.db:
             self.db.execute("BEGIN")
             self.db.executemany(
                 "INSERT INTO candidates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (c.id, c.generation, c.origin, json.dumps(c.parents), c.genome, c.description, c.code_hash, c.code, time.time())
+                    (c.id, c.generation, c.origin, json.dumps(c.parents), c.genome, c.description, c.code_hash, c.code, now)
                     for c in candidates
                 ],
             )
+            self.db.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", [(now, *event) for event in events])
 
     def add_evaluation(self, candidate_id: str, result: EvalResult) -> None:
         self.db.execute(
@@ -153,9 +162,6 @@ class RunStore:
 
     def finish_generation(self, number: int, population: list[str]) -> None:
         self.db.execute("INSERT INTO generations VALUES (?, ?, ?)", (number, json.dumps(population), time.time()))
-
-    def log_event(self, generation: int, kind: str, detail: str) -> None:
-        self.db.execute("INSERT INTO events VALUES (?, ?, ?, ?)", (time.time(), generation, kind, detail))
 
     def candidates(self, generation: int | None = None) -> list[Candidate]:
         query = "SELECT id, generation, origin, parents, genome, description, code_hash, code FROM candidates"

@@ -25,3 +25,11 @@ def test_a_candidate_that_kills_its_worker_is_a_crash_and_the_others_complete(se
     assert by_id["killer"].reason.startswith("killed its evaluation worker")
     assert by_id["innocent"].status == "ok"
     assert candidates_alive() == []
+
+
+def test_with_one_worker_jobs_still_run_outside_the_driver(seed_source, tiny_spec):
+    """joblib would run one worker's jobs in the calling process, where a parent-killer would kill the run."""
+    jobs = [("killer", KILL_WORKER), ("innocent", seed_source)]
+    by_id = dict(evaluate_many(jobs, tiny_spec, 0, Limits(timeout_s=60), workers=1))
+    assert by_id["killer"].status == "crash"
+    assert by_id["innocent"].status == "ok"
