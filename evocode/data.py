@@ -149,3 +149,8 @@ def load_corpus(directory: str | Path) -> Corpus:
     except FileNotFoundError:
         raise CorpusError(f"{directory} is not a prepared corpus (no meta.json)") from None
     return Corpus(directory, meta["fingerprint"], meta["source"], meta["train_bytes"], meta["val_bytes"])
+
+
+def corpus_of(corpus_dir: str | None) -> Corpus:
+    """The corpus a measurement names: a prepared directory, or the default one when None."""
+    return load_corpus(corpus_dir) if corpus_dir else prepare_corpus()

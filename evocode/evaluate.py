@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import evocode
-from evocode.data import load_corpus, prepare_corpus
+from evocode.data import corpus_of
 from evocode.spec import RESULT_VAR, SEED_VAR, THREADS_VAR, EvalSpec
 
 _HARNESS_STATUSES = ("ok", "nan", "integrity")
@@ -89,7 +89,7 @@ def evaluate(source: str, spec: EvalSpec, seed: int, limits: Limits = Limits(), 
     gone, so a killed driver leaves nothing training for nobody.
     """
     started = time.perf_counter()
-    corpus = load_corpus(spec.corpus_dir) if spec.corpus_dir else prepare_corpus()
+    corpus = corpus_of(spec.corpus_dir)
     common = {"budget": spec.budget, "seed": seed, "corpus": corpus.fingerprint}
     try:
         compile(source, "candidate.py", "exec")

@@ -30,7 +30,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from evocode.data import VOCAB_SIZE, load_corpus, prepare_corpus
+from evocode.data import VOCAB_SIZE, corpus_of
 from evocode.spec import RESULT_VAR, SEED_VAR, THREADS_VAR, EvalSpec
 
 # Captured at import, before the script's own code runs past its imports.
@@ -69,7 +69,7 @@ random.seed(seed)
 np.random.seed(seed)
 torch.manual_seed(seed)
 
-_corpus = load_corpus(_spec.corpus_dir) if _spec.corpus_dir else prepare_corpus()
+_corpus = corpus_of(_spec.corpus_dir)
 _train = np.memmap(_corpus.train_path, dtype=np.uint8, mode="r")
 _val = np.memmap(_corpus.val_path, dtype=np.uint8, mode="r")
 

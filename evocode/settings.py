@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import evocode
-from evocode.data import CorpusError, load_corpus, prepare_corpus
+from evocode.data import CorpusError, corpus_of, load_corpus, prepare_corpus
 from evocode.evaluate import Limits
 from evocode.spec import EvalSpec
 from evocode.store import RunStore
@@ -92,7 +92,7 @@ def start_or_continue(store: RunStore, settings: RunSettings, mutator_names: lis
         "mutators": mutator_names,
         "python": ".".join(platform.python_version_tuple()[:2]),
         "evocode": evocode.__version__,
-        "corpus": _corpus(settings).fingerprint,
+        "corpus": corpus_of(settings.spec.corpus_dir).fingerprint,
     }
     stored = store.get("settings")
     if stored is None:
@@ -138,10 +138,6 @@ def derived_timeout(settings: RunSettings, seed_seconds: float) -> float | None:
     if not settings.auto_timeout:
         return None
     return min(settings.limits.timeout_s, max(MIN_TIMEOUT_S, TIMEOUT_FACTOR * seed_seconds))
-
-
-def _corpus(settings: RunSettings):
-    return load_corpus(settings.spec.corpus_dir) if settings.spec.corpus_dir else prepare_corpus()
 
 
 def _comparable(settings: RunSettings) -> dict:
