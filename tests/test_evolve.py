@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,8 @@ from conftest import REPO, SEED_SCRIPT, candidates_alive
 from evocode.evaluate import Limits
 from evocode.evolve import evolve
 from evocode.mutation import load_mutators
-from evocode.settings import EvolveConfig, RunSettings, SettingsMismatch
+from evocode.data import prepare_corpus
+from evocode.settings import EvolveConfig, RunSettings, SettingsMismatch, stored_settings
 from evocode.store import RunLocked, RunStore
 
 SABOTEURS = str(REPO / "tests" / "plugins" / "saboteurs.py")
@@ -191,3 +193,20 @@ def test_a_seed_that_does_not_parse_is_refused_before_anything_runs(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip() == f"evocode: {seed} does not parse (invalid syntax, line 1); fix the script first"
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_rebuilds_a_cleared_corpus_cache_and_the_run_directory_files(tiny_spec, tmp_path, monkeypatch):
+    monkeypatch.setenv("EVOCODE_CACHE", str(tmp_path / "cache"))
+    spec = replace(tiny_spec, corpus_dir=str(prepare_corpus().directory))
+    run_dir = tmp_path / "run"
+    run(settings(spec, generations=0), run_dir)
+    shutil.rmtree(tmp_path / "cache")
+    (run_dir / "results.tsv").unlink()
+    (run_dir / "candidates" / "g000-000.py").unlink()
+
+    resumed = stored_settings(run_dir)
+    assert Path(resumed.spec.corpus_dir, "meta.json").is_file(), "the corpus was not rebuilt"
+    evaluated = run(replace(resumed, config=replace(resumed.config, generations=1)), run_dir)
+    assert {e.candidate.generation for e in evaluated} == {0, 1}
+    assert (run_dir / "candidates" / "g000-000.py").read_text() == SEED_SCRIPT.read_text()
+    assert len((run_dir / "results.tsv").read_text().splitlines()) == 1 + len(evaluated)
