@@ -20,7 +20,7 @@ from pathlib import Path
 from results import machine, table, write_section
 
 from evocode.data import prepare_corpus
-from evocode.evaluate import Limits, evaluate
+from evocode.evaluation.runner import Limits, evaluate
 from evocode.spec import DEFAULT_BUDGET, EvalSpec
 
 SEED_SCRIPT = Path(__file__).resolve().parent.parent / "seeds" / "train.py"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from results import machine, table, write_section
 
-from evocode.evaluate import Limits, evaluate
+from evocode.evaluation.runner import Limits, evaluate
 from evocode.outputs import best_of
 from evocode.settings import stored_settings
 from evocode.store import RunStore

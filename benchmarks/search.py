@@ -23,10 +23,10 @@ import numpy as np
 from results import machine, table, write_section
 
 from evocode.data import prepare_corpus
-from evocode.evaluate import Limits
+from evocode.evaluation.runner import Limits
 from evocode.evolve import evolve
 from evocode.settings import EvolveConfig, RunSettings
-from evocode.executor import evaluate_many
+from evocode.executors.local import Job, Slots, evaluate_many
 from evocode.genome import Genome, edits_from_json
 from evocode.mutation import load_mutators, mutate
 from evocode.outputs import best_of
@@ -48,7 +48,7 @@ def random_search(seed_source: str, lengths: list[int], spec: EvalSpec, limits: 
                 programs[child.code] = "; ".join(e.description for e in child.edits)
                 break
     codes = list(programs)
-    results = dict(evaluate_many([(str(i), c) for i, c in enumerate(codes)], spec, seed, limits, workers))
+    results = dict(evaluate_many([Job(str(i), c, seed, spec) for i, c in enumerate(codes)], limits, Slots(workers)))
     return {codes[int(i)]: (programs[codes[int(i)]], r.val_bpb if r.status == "ok" else None) for i, r in results.items()}
 
 
@@ -56,7 +56,7 @@ def recheck(codes: list[str], spec: EvalSpec, limits: Limits, workers: int, seed
     """Each program's val_bpb on each fresh evaluation seed (failures left out)."""
     scores: list[list[float]] = [[] for _ in codes]
     for s in seeds:
-        for i, r in evaluate_many([(str(i), c) for i, c in enumerate(codes)], spec, s, limits, workers):
+        for i, r in evaluate_many([Job(str(i), c, s, spec) for i, c in enumerate(codes)], limits, Slots(workers)):
             if r.status == "ok":
                 scores[int(i)].append(r.val_bpb)
     return scores

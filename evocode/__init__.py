@@ -1,3 +1,3 @@
 """evocode: evolve training scripts by editing their source code."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"

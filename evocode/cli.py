@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from evocode.data import CorpusError, prepare_corpus
-from evocode.evaluate import Limits, evaluate, format_result
+from evocode.evaluation.runner import Limits, evaluate, format_result
 from evocode.evolve import SeedFailed, evolve
 from evocode.genome import Genome
 from evocode.mutation import describe_mutators, describe_variant, load_mutators, sample_variants, select_mutators
@@ -130,7 +130,6 @@ def add_evolve_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--elite", type=int, default=defaults.elite, help="best programs carried into the next generation (default %(default)s)")
     p.add_argument("--cx", type=float, default=defaults.cx, help="probability that a child comes from crossover (default %(default)s)")
     p.add_argument("--workers", type=int, default=defaults.workers, help="evaluations at once (default: the number of cores, %(default)s)")
-    p.add_argument("--backend", default=defaults.backend, help="joblib backend of the workers (default %(default)s)")
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed of every random choice and of every evaluation (default %(default)s)")
     p.add_argument("--mutators", nargs="+", default=[], metavar="M",
                    help="mutators to use: names, categories, package.module:Name or path/file.py:Name (default: all)")
@@ -158,7 +157,7 @@ def run_evolve(args: argparse.Namespace) -> int:
         return _fail(str(e))
     config = EvolveConfig(
         population=args.population, generations=args.generations, tournament=args.tournament, elite=args.elite,
-        cx=args.cx, workers=args.workers, backend=args.backend, seed=args.seed, mutators=tuple(args.mutators),
+        cx=args.cx, workers=args.workers, seed=args.seed, mutators=tuple(args.mutators),
     )
     threads = max(1, (os.cpu_count() or 1) // config.workers)
     settings = RunSettings(

@@ -17,12 +17,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from evocode.crossover import crossover
-from evocode.evaluate import EvalResult
-from evocode.executor import evaluate_many
+from evocode.evaluation.runner import EvalResult
+from evocode.executors.local import Job, evaluate_many
 from evocode.genome import Genome, edits_from_json, edits_to_json
 from evocode.mutation import Mutator, mutate
 from evocode.outputs import write_candidate, write_summary
-from evocode.selection import Individual, next_population, tournament
+from evocode.search.selection import Individual, next_population, tournament
 from evocode.settings import EvolveConfig, RunSettings, derived_timeout, start_or_continue, with_timeout
 from evocode.store import Candidate, Evaluated, RunStore
 
@@ -144,9 +144,8 @@ def evaluate_brood(store: RunStore, settings: RunSettings, brood: list[Candidate
     """Evaluate the brood's candidates that have no result yet; each result is committed as it arrives."""
     done = store.results()
     pending = {c.id: c for c in brood if c.id not in done}
-    config = settings.config
-    jobs = [(c.id, c.code) for c in pending.values()]
-    for candidate_id, result in evaluate_many(jobs, settings.spec, config.seed, settings.limits, config.workers, config.backend):
+    jobs = [Job(c.id, c.code, settings.config.seed, settings.spec) for c in pending.values()]
+    for candidate_id, result in evaluate_many(jobs, settings.limits, settings.config.slots):
         store.add_evaluation(candidate_id, result)
         evaluated = store.evaluated()
         write_candidate(run_dir, Evaluated(pending[candidate_id], result))

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from evocode.genome import edits_from_json
-from evocode.selection import hall_of_fame
+from evocode.search.selection import hall_of_fame
 from evocode.store import Evaluated
 
 TSV_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description", "generation", "parents", "seconds")

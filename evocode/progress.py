@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tqdm import tqdm
 
-from evocode.evaluate import EvalResult
+from evocode.evaluation.runner import EvalResult
 from evocode.outputs import summary
 from evocode.store import Candidate, Evaluated
 

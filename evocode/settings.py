@@ -18,7 +18,8 @@ from pathlib import Path
 
 import evocode
 from evocode.data import CorpusError, corpus_of, load_corpus, prepare_corpus
-from evocode.evaluate import Limits
+from evocode.evaluation.runner import Limits
+from evocode.executors.local import Slots
 from evocode.spec import EvalSpec
 from evocode.store import RunStore
 
@@ -31,7 +32,8 @@ class EvolveConfig:
     elite: int = 2
     cx: float = 0.3
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    backend: str = "loky"
+    gpus: tuple[str, ...] = ()
+    per_gpu: int = 1
     seed: int = 0
     mutators: tuple[str, ...] = ()
 
@@ -44,6 +46,10 @@ class EvolveConfig:
             raise ValueError("--tournament and --workers must be at least 1, --generations at least 0")
         if not 0.0 <= self.cx <= 1.0:
             raise ValueError(f"--cx is a probability between 0 and 1, got {self.cx}")
+
+    @property
+    def slots(self) -> Slots:
+        return Slots(self.workers, self.gpus, self.per_gpu)
 
     @property
     def planned_evaluations(self) -> int:
@@ -70,11 +76,12 @@ class RunSettings:
     data: str | None = None
 
     def to_json(self) -> dict:
-        return {**asdict(self), "config": {**asdict(self.config), "mutators": list(self.config.mutators)}}
+        config = {**asdict(self.config), "mutators": list(self.config.mutators), "gpus": list(self.config.gpus)}
+        return {**asdict(self), "config": config}
 
     @classmethod
     def from_json(cls, d: dict) -> "RunSettings":
-        config = EvolveConfig(**{**d["config"], "mutators": tuple(d["config"]["mutators"])})
+        config = EvolveConfig(**{**d["config"], "mutators": tuple(d["config"]["mutators"]), "gpus": tuple(d["config"]["gpus"])})
         return cls(**{**d, "config": config, "spec": EvalSpec(**d["spec"]), "limits": Limits(**d["limits"])})
 
 

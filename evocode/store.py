@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from evocode.evaluate import EvalResult
+from evocode.evaluation.runner import EvalResult
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS run (

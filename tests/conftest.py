@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from evocode.data import prepare_corpus
-from evocode.evaluate import Limits
+from evocode.evaluation.runner import Limits
 from evocode.spec import EvalSpec
 
 REPO = Path(__file__).resolve().parent.parent

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SEED_SCRIPT, candidates_alive
-from evocode.evaluate import Limits
+from evocode.evaluation.runner import Limits
 from evocode.evolve import evolve
 from evocode.mutation import load_mutators
 from evocode.data import prepare_corpus

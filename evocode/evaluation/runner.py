@@ -81,12 +81,16 @@ class DriverGone(RuntimeError):
     """The driver that asked for this evaluation died; nobody will read its result."""
 
 
-def evaluate(source: str, spec: EvalSpec, seed: int, limits: Limits = Limits(), driver_pid: int | None = None) -> EvalResult:
+def evaluate(
+    source: str, spec: EvalSpec, seed: int, limits: Limits = Limits(), driver_pid: int | None = None,
+    env: dict[str, str] | None = None,
+) -> EvalResult:
     """Train and score `source` under `spec` with evaluation seed `seed`.
 
     driver_pid: when this runs in a worker process started by that driver,
     the candidate is stopped (and DriverGone raised) as soon as the driver is
     gone, so a killed driver leaves nothing training for nobody.
+    env: variables the candidate sees on top of the runner's own (its GPU).
     """
     started = time.perf_counter()
     corpus = corpus_of(spec.corpus_dir)
@@ -100,8 +104,8 @@ def evaluate(source: str, spec: EvalSpec, seed: int, limits: Limits = Limits(), 
         script = Path(workdir) / "candidate.py"
         script.write_text(source)
         result_path = Path(outdir) / "result.json"
-        env = candidate_env(spec, seed, result_path, limits, workdir)
-        run = run_isolated([sys.executable, str(script)], workdir, env, limits, driver_pid)
+        child_env = {**candidate_env(spec, seed, result_path, limits, workdir), **(env or {})}
+        run = run_isolated([sys.executable, str(script)], workdir, child_env, limits, driver_pid)
         record = _read_record(result_path)
     status, reason = classify(run, record, corpus.fingerprint, spec.budget, limits)
     measured = _measurements(record) if record else {}

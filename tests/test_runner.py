@@ -12,7 +12,7 @@ import time
 
 
 from conftest import children_alive, process_alive
-from evocode.evaluate import EvalResult, Limits, evaluate, last_error
+from evocode.evaluation.runner import EvalResult, Limits, evaluate, last_error
 
 TRAINING_LOOP = "    for step, (x, y) in enumerate(harness.batches(BATCH_SIZE, SEQ_LEN)):\n"
 

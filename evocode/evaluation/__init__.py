@@ -1,0 +1,1 @@
+"""Evaluating one candidate: the runner (one program in, one record out) and what it builds on."""

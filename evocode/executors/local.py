@@ -1,0 +1,110 @@
+"""Evaluating many candidates at once on this machine: a fixed set of slots, one evaluation per slot.
+
+The loop hands over jobs and consumes (key, result) pairs as they complete.
+Each slot is a loky worker process (joblib's reusable executor); on a GPU
+machine slot i is bound to one GPU, and the candidate it runs sees only that
+GPU (`CUDA_VISIBLE_DEVICES`), so N GPUs with K slots each run N × K
+candidates. A job is submitted only when a slot is free, so the slot, and
+with it the GPU, is known when the job starts.
+
+A job never raises for what its program does (evaluate turns that into a
+status). Jobs always run in worker processes, never in the driver (one
+worker included), so a candidate that kills its parent takes down a worker,
+not the run. A lost worker breaks the pool and takes the jobs in flight
+with it: those are run again one at a time, so the candidate that killed its
+worker is singled out and recorded as a crash, and the rest complete. Any
+other error is the runner's own fault (a full disk, a vanished corpus): it
+propagates, so nothing false is recorded and `resume` picks up from there.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Future, wait
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from joblib.externals.loky import get_reusable_executor
+
+from evocode.evaluation.runner import EvalResult, Limits, evaluate
+from evocode.spec import EvalSpec
+
+
+@dataclass(frozen=True)
+class Job:
+    """One evaluation: `key` names its result (a candidate id, or a candidate id and a seed)."""
+
+    key: str
+    code: str
+    seed: int
+    spec: EvalSpec
+
+
+@dataclass(frozen=True)
+class Slots:
+    """Where evaluations run at once: `workers` slots, or `per_gpu` slots on each of `gpus`."""
+
+    workers: int = 1
+    gpus: tuple[str, ...] = ()
+    per_gpu: int = 1
+
+    def __post_init__(self) -> None:
+        if self.workers < 1 or self.per_gpu < 1:
+            raise ValueError(f"--workers and --per-gpu must be at least 1, got {self.workers} and {self.per_gpu}")
+
+    @property
+    def count(self) -> int:
+        return len(self.gpus) * self.per_gpu if self.gpus else self.workers
+
+    def env(self, slot: int) -> dict[str, str]:
+        """What a candidate in this slot sees of the machine's GPUs."""
+        return {"CUDA_VISIBLE_DEVICES": self.gpus[slot // self.per_gpu]} if self.gpus else {}
+
+
+def evaluate_many(jobs: Iterable[Job], limits: Limits, slots: Slots) -> Iterator[tuple[str, EvalResult]]:
+    """Yield (job key, result) for every job, in the order they finish."""
+    queue = deque(jobs)
+    driver = os.getpid()
+    free = list(range(slots.count))
+    running: dict[Future, tuple[Job, int]] = {}
+    pool = get_reusable_executor(max_workers=slots.count)
+    while queue or running:
+        while queue and free:
+            job, slot = queue.popleft(), free.pop(0)
+            running[pool.submit(_job, job, limits, driver, slots.env(slot))] = (job, slot)
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        lost: list[tuple[Job, int]] = []
+        for future in done:
+            job, slot = running.pop(future)
+            try:
+                yield job.key, future.result()
+                free.append(slot)
+            except BrokenExecutor:
+                lost.append((job, slot))
+        if lost:
+            # The pool is broken: every job still in flight on it is lost too.
+            wait(running)
+            for future, (job, slot) in list(running.items()):
+                try:
+                    yield job.key, future.result()
+                except BrokenExecutor:
+                    lost.append((job, slot))
+            running.clear()
+            for job, slot in lost:
+                yield job.key, _alone(job, limits, driver, slots.env(slot))
+            free = list(range(slots.count))
+            pool = get_reusable_executor(max_workers=slots.count)
+
+
+def _alone(job: Job, limits: Limits, driver: int, env: dict[str, str]) -> EvalResult:
+    """One job in a worker process of its own, so a lost worker names its culprit."""
+    try:
+        return get_reusable_executor(max_workers=1).submit(_job, job, limits, driver, env).result()
+    except BrokenExecutor as error:
+        reason = f"killed its evaluation worker: {(str(error) or type(error).__name__).splitlines()[0]}"
+        return EvalResult(status="crash", reason=reason, budget=job.spec.budget, seed=job.seed)
+
+
+def _job(job: Job, limits: Limits, driver: int, env: dict[str, str]) -> EvalResult:
+    return evaluate(job.code, job.spec, job.seed, limits, driver_pid=driver, env=env)
