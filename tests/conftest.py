@@ -33,9 +33,9 @@ def seed_source() -> str:
     return SEED_SCRIPT.read_text()
 
 
-def children_alive() -> list[int]:
-    """Processes (not zombies) whose parent is this test process: a candidate left behind would show here."""
-    found = []
+def live_processes() -> dict[int, int]:
+    """pid → parent pid of every process that is not a zombie."""
+    parents = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -44,9 +44,41 @@ def children_alive() -> list[int]:
         except OSError:
             continue
         state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if int(ppid) == os.getpid() and state != "Z":
-            found.append(int(entry.name))
+        if state != "Z":
+            parents[int(entry.name)] = int(ppid)
+    return parents
+
+
+def _descendants(roots: list[int], parents: dict[int, int]) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    found, frontier = [], list(roots)
+    while frontier:
+        for pid in children.get(frontier.pop(), []):
+            frontier.append(pid)
+            found.append(pid)
     return found
+
+
+def is_fork_server(pid: int) -> bool:
+    return b"evocode.evaluation.forkserver" in _cmdline(pid)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def children_alive() -> list[int]:
+    """Live descendants of this test process other than its workers: a candidate left behind would show here.
+
+    Workers (loky processes, fork servers) live on between evaluations by design; what they run does not.
+    """
+    return [pid for pid in _descendants([os.getpid()], live_processes())
+            if not is_fork_server(pid) and b"loky" not in _cmdline(pid)]
 
 
 def process_alive(pid: int) -> bool:
@@ -72,14 +104,20 @@ def own_temp_root(tmp_path_factory):
 
 
 def candidates_alive() -> list[int]:
-    """Running candidate programs of this test session (the runner names each one candidate.py)."""
-    root = os.fsencode(tempfile.gettempdir())
-    found = []
-    for entry in Path("/proc").iterdir():
+    """Running candidate programs of this test session, started cold or forked warm, and what they started.
+
+    A cold candidate runs `python .../candidate.py`; a warm one is a fork of a fork server and works in
+    this session's temporary root; either way its descendants count too.
+    """
+    root = tempfile.gettempdir()
+    parents = live_processes()
+    found = set(_descendants([pid for pid in parents if is_fork_server(pid)], parents))
+    for pid in parents:
         try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            cwd = os.readlink(f"/proc/{pid}/cwd")
         except OSError:
             continue
-        if any(arg.startswith(root) and arg.endswith(b"/candidate.py") for arg in argv) and process_alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
+        if cwd.startswith(root) or any(arg.startswith(os.fsencode(root)) and arg.endswith(b"/candidate.py") for arg in argv):
+            found.add(pid)
+    return sorted(pid for pid in found if pid != os.getpid() and process_alive(pid))

@@ -4,51 +4,35 @@
 workers here, cluster workers later) can run it. The program runs in its own
 process and process group, in a fresh temporary directory, under resource
 limits and a wall-clock timeout; a crash, hang, fork or memory blow-up ends
-as a status in the record, never as an exception in the driver. The score
-comes from the harness inside the candidate (`harness.finish`), which writes
-its record to a file only the runner reads; the runner cross-checks it.
+as a status in the record, never as an exception in the driver. Warm (the
+default), the process is a fresh fork of this worker's fork server, which
+has imported torch already; cold, it is a new `python candidate.py`. Both
+give the same scores. The score comes from the harness inside the candidate
+(`harness.finish`), which writes its record to a file only the runner reads;
+the runner cross-checks it.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 import os
 import re
-import resource
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import evocode
 from evocode.data import corpus_of
+from evocode.evaluation.process import Limits, ProcessRun, cuda_possible, run_isolated
+from evocode.evaluation.workers import WorkerLost, run_warm
 from evocode.spec import RESULT_VAR, SEED_VAR, THREADS_VAR, EvalSpec
 
 _HARNESS_STATUSES = ("ok", "nan", "integrity")
 _OOM_SIGNS = re.compile(r"MemoryError|can't allocate memory|Cannot allocate memory|out of memory|OutOfMemoryError")
-_PR_SET_PDEATHSIG = 1
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one candidate process may use. CPU seconds are a backstop; the wall clock is the real limit."""
-
-    timeout_s: float = 600.0
-    memory_mb: int = 8192
-    max_processes: int = 4096
-    file_size_mb: int = 256
-    threads: int = 1
-    log_tail_bytes: int = 16_384
-
-    @property
-    def cpu_seconds(self) -> int:
-        return int(self.timeout_s * (self.threads + 1)) + 60
 
 
 @dataclass(frozen=True)
@@ -77,13 +61,9 @@ class EvalResult:
         return cls(**{**d, "violations": tuple(d.get("violations", ()))})
 
 
-class DriverGone(RuntimeError):
-    """The driver that asked for this evaluation died; nobody will read its result."""
-
-
 def evaluate(
     source: str, spec: EvalSpec, seed: int, limits: Limits = Limits(), driver_pid: int | None = None,
-    env: dict[str, str] | None = None,
+    env: dict[str, str] | None = None, warm: bool = True,
 ) -> EvalResult:
     """Train and score `source` under `spec` with evaluation seed `seed`.
 
@@ -91,6 +71,7 @@ def evaluate(
     the candidate is stopped (and DriverGone raised) as soon as the driver is
     gone, so a killed driver leaves nothing training for nobody.
     env: variables the candidate sees on top of the runner's own (its GPU).
+    warm: fork the candidate from this process's fork server instead of starting Python.
     """
     started = time.perf_counter()
     corpus = corpus_of(spec.corpus_dir)
@@ -105,7 +86,13 @@ def evaluate(
         script.write_text(source)
         result_path = Path(outdir) / "result.json"
         child_env = {**candidate_env(spec, seed, result_path, limits, workdir), **(env or {})}
-        run = run_isolated([sys.executable, str(script)], workdir, child_env, limits, driver_pid)
+        try:
+            if warm:
+                run = run_warm(str(script), workdir, child_env, limits, cuda_possible(child_env), driver_pid)
+            else:
+                run = run_isolated([sys.executable, str(script)], workdir, child_env, limits, driver_pid)
+        except WorkerLost as lost:
+            return EvalResult(status="crash", reason=str(lost), wall_seconds=time.perf_counter() - started, **common)
         record = _read_record(result_path)
     status, reason = classify(run, record, corpus.fingerprint, spec.budget, limits)
     measured = _measurements(record) if record else {}
@@ -137,109 +124,6 @@ def candidate_env(spec: EvalSpec, seed: int, result_path: Path, limits: Limits, 
         "MALLOC_ARENA_MAX": "2",
         "TMPDIR": workdir,
     }
-
-
-@dataclass(frozen=True)
-class ProcessRun:
-    returncode: int
-    timed_out: bool
-    log_tail: str
-
-
-def run_isolated(argv: list[str], cwd: str, env: dict[str, str], limits: Limits, driver_pid: int | None = None) -> ProcessRun:
-    """Run argv in its own process group under limits; kill the whole group when it ends or times out."""
-    proc = subprocess.Popen(
-        argv,
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=_child_limits(limits, cuda_possible=_cuda_possible(env)),
-    )
-    tail = _TailReader(proc.stdout, limits.log_tail_bytes)
-    try:
-        timed_out = _wait(proc, limits.timeout_s, driver_pid)
-    finally:
-        # Also reaps what the program left running: children sleeping forever, a hung process.
-        _kill_group(proc.pid)
-        proc.wait()
-        tail.join()
-    return ProcessRun(proc.returncode, timed_out, tail.text())
-
-
-def _wait(proc: subprocess.Popen, timeout_s: float, driver_pid: int | None) -> bool:
-    """Wait for the program; True when it ran out of time, DriverGone when the driver died meanwhile."""
-    in_worker = driver_pid is not None and driver_pid != os.getpid()
-    deadline = time.monotonic() + timeout_s
-    while (left := deadline - time.monotonic()) > 0:
-        # A worker is the driver's child until the driver dies and the worker is re-parented.
-        if in_worker and os.getppid() != driver_pid:
-            raise DriverGone(f"the driver (pid {driver_pid}) is gone")
-        try:
-            proc.wait(timeout=min(1.0, left))
-            return False
-        except subprocess.TimeoutExpired:
-            pass
-    return True
-
-
-def _cuda_possible(env: dict[str, str]) -> bool:
-    device = env.get("EVOCODE_DEVICE", "auto")
-    return device.startswith("cuda") or (device == "auto" and Path("/dev/nvidiactl").exists())
-
-
-def _child_limits(limits: Limits, cuda_possible: bool):
-    """Runs in the child between fork and exec; must stay tiny and must not allocate much."""
-    memory = limits.memory_mb * 2**20
-    file_size = limits.file_size_mb * 2**20
-    # Looked up before the fork: loading a library in the child is unsafe when the parent has threads.
-    prctl = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
-
-    def apply() -> None:
-        if prctl is not None:
-            # The candidate dies with the worker that started it, so a killed worker leaves nothing running.
-            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if not cuda_possible:
-            # CUDA reserves far more address space than it uses, so the cap applies to CPU runs only.
-            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 5))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-    return apply
-
-
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-class _TailReader:
-    """Drains a pipe on a thread, keeping only the last bytes, so megabytes of output never block the child."""
-
-    def __init__(self, stream, keep: int) -> None:
-        self.keep = keep
-        self.buffer = bytearray()
-        self.thread = threading.Thread(target=self._drain, args=(stream,), daemon=True)
-        self.thread.start()
-
-    def _drain(self, stream) -> None:
-        with stream:
-            while chunk := stream.read1(65536):
-                self.buffer += chunk
-                if len(self.buffer) > 2 * self.keep:
-                    del self.buffer[: -self.keep]
-
-    def join(self) -> None:
-        self.thread.join(timeout=10)
-
-    def text(self) -> str:
-        return bytes(self.buffer[-self.keep :]).decode("utf-8", errors="replace")
 
 
 def _read_record(path: Path) -> dict | None:

@@ -1,0 +1,147 @@
+"""One isolated process: the limits it runs under, how it is started cold, and how it is stopped.
+
+Shared by the cold runner (a fresh `python candidate.py` per candidate) and
+the fork server (a fresh fork per candidate): both put the candidate in its
+own session and process group, under the same resource limits, dying with
+the process that started it, and both kill its whole group when it ends.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one candidate process may use. CPU seconds are a backstop; the wall clock is the real limit."""
+
+    timeout_s: float = 600.0
+    memory_mb: int = 8192
+    max_processes: int = 4096
+    file_size_mb: int = 256
+    threads: int = 1
+    log_tail_bytes: int = 16_384
+
+    @property
+    def cpu_seconds(self) -> int:
+        return int(self.timeout_s * (self.threads + 1)) + 60
+
+
+class DriverGone(RuntimeError):
+    """The driver that asked for this evaluation died; nobody will read its result."""
+
+
+@dataclass(frozen=True)
+class ProcessRun:
+    returncode: int
+    timed_out: bool
+    log_tail: str
+
+
+def run_isolated(argv: list[str], cwd: str, env: dict[str, str], limits: Limits, driver_pid: int | None = None) -> ProcessRun:
+    """Run argv in its own process group under limits; kill the whole group when it ends or times out."""
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=child_limits(limits, cuda_possible=cuda_possible(env)),
+    )
+    tail = _TailReader(proc.stdout, limits.log_tail_bytes)
+    try:
+        timed_out = _wait(proc, limits.timeout_s, driver_pid)
+    finally:
+        # Also reaps what the program left running: children sleeping forever, a hung process.
+        kill_group(proc.pid)
+        proc.wait()
+        tail.join()
+    return ProcessRun(proc.returncode, timed_out, tail.text())
+
+
+def _wait(proc: subprocess.Popen, timeout_s: float, driver_pid: int | None) -> bool:
+    """Wait for the program; True when it ran out of time, DriverGone when the driver died meanwhile."""
+    in_worker = driver_pid is not None and driver_pid != os.getpid()
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        # A worker is the driver's child until the driver dies and the worker is re-parented.
+        if in_worker and os.getppid() != driver_pid:
+            raise DriverGone(f"the driver (pid {driver_pid}) is gone")
+        try:
+            proc.wait(timeout=min(1.0, left))
+            return False
+        except subprocess.TimeoutExpired:
+            pass
+    return True
+
+
+def cuda_possible(env: dict[str, str]) -> bool:
+    device = env.get("EVOCODE_DEVICE", "auto")
+    return device.startswith("cuda") or (device == "auto" and Path("/dev/nvidiactl").exists())
+
+
+def child_limits(limits: Limits, cuda_possible: bool):
+    """Runs in the child between fork and exec; must stay tiny and must not allocate much."""
+    memory = limits.memory_mb * 2**20
+    file_size = limits.file_size_mb * 2**20
+    # Looked up before the fork: loading a library in the child is unsafe when the parent has threads.
+    prctl = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
+
+    def apply() -> None:
+        if prctl is not None:
+            # The candidate dies with the worker that started it, so a killed worker leaves nothing running.
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if not cuda_possible:
+            # CUDA reserves far more address space than it uses, so the cap applies to CPU runs only.
+            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 5))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    return apply
+
+
+def kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class _TailReader:
+    """Drains a pipe on a thread, keeping only the last bytes, so megabytes of output never block the child."""
+
+    def __init__(self, stream, keep: int) -> None:
+        self.keep = keep
+        self.buffer = bytearray()
+        self.thread = threading.Thread(target=self._drain, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _drain(self, stream) -> None:
+        with stream:
+            while chunk := stream.read1(65536):
+                self.buffer += chunk
+                if len(self.buffer) > 2 * self.keep:
+                    del self.buffer[: -self.keep]
+
+    def join(self) -> None:
+        self.thread.join(timeout=10)
+
+    def text(self) -> str:
+        return bytes(self.buffer[-self.keep :]).decode("utf-8", errors="replace")
+
+

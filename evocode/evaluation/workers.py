@@ -1,0 +1,149 @@
+"""Warm workers: each worker process keeps a fork server, so a candidate starts in milliseconds.
+
+The worker (a loky process of the local executor, the CLI's own process
+for `eval`, a Dask worker later) starts one fork server per thread count
+(the server's OpenMP settings are fixed when it imports torch) and reuses
+it for every candidate. A server that dies mid-candidate (the candidate
+killed it, or it ran out of memory) is restarted and the candidate is run
+once more on the fresh server; if it dies again the candidate is the
+culprit and `WorkerLost` says so.
+
+GPUs are found without initializing CUDA in the driver or the server
+(`nvidia-smi`, or `CUDA_VISIBLE_DEVICES` when it is set), since a process
+that has touched CUDA cannot fork children that use it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import evocode
+from evocode.evaluation.process import DriverGone, Limits, ProcessRun, kill_group
+
+_SERVER_START_S = 120.0
+
+
+class ServerDied(RuntimeError):
+    """The fork server exited while it held a candidate."""
+
+
+class WorkerLost(RuntimeError):
+    """The fork server died twice running the same candidate: the candidate kills its worker."""
+
+
+class ForkServer:
+    """One `python -m evocode.evaluation.forkserver` process and its request pipe."""
+
+    def __init__(self, threads: int) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "evocode.evaluation.forkserver"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=server_env(threads),
+        )
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def run(self, script: str, cwd: str, env: dict[str, str], limits: Limits, cuda_possible: bool,
+            driver_pid: int | None) -> ProcessRun:
+        request = {"script": script, "cwd": cwd, "env": env, "limits": limits.__dict__, "cuda_possible": cuda_possible}
+        try:
+            self.process.stdin.write(json.dumps(request).encode() + b"\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            raise ServerDied(self._last_words()) from None
+        # The server may still be importing torch: the candidate's clock starts at its pid.
+        pid = self._reply(_SERVER_START_S, driver_pid, child=None)["pid"]
+        done = self._reply(limits.timeout_s + 30.0, driver_pid, child=pid)
+        return ProcessRun(done["returncode"], done["timed_out"], done["log_tail"])
+
+    def _reply(self, within_s: float, driver_pid: int | None, child: int | None) -> dict:
+        """The server's next message; watches the driver meanwhile, as the cold runner does."""
+        waited = 0.0
+        in_worker = driver_pid is not None and driver_pid != os.getpid()
+        while not select.select([self.process.stdout], [], [], 1.0)[0]:
+            waited += 1.0
+            if in_worker and os.getppid() != driver_pid:
+                self._stop(child)
+                raise DriverGone(f"the driver (pid {driver_pid}) is gone")
+            if waited > within_s:
+                self._stop(child)
+                raise ServerDied("the fork server stopped answering")
+        line = self.process.stdout.readline()
+        if not line:
+            self._stop(child)
+            raise ServerDied(self._last_words())
+        return json.loads(line)
+
+    def _stop(self, child: int | None) -> None:
+        if child is not None:
+            kill_group(child)
+        self.process.kill()
+        self.process.wait()
+
+    def _last_words(self) -> str:
+        self.process.kill()
+        self.process.wait()
+        lines = self.process.stderr.read().decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else f"exit status {self.process.returncode}"
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self._stop(None)
+
+
+def server_env(threads: int) -> dict[str, str]:
+    """What is fixed when the server starts: the import path, hashing, the thread pools' size, malloc."""
+    package_root = str(Path(evocode.__file__).resolve().parent.parent)
+    pythonpath = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
+    return {
+        **os.environ,
+        "PYTHONPATH": pythonpath,
+        "PYTHONHASHSEED": "0",
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "MALLOC_ARENA_MAX": "2",
+    }
+
+
+# This process's servers by thread count: a cache of live processes, not shared state between workers.
+_servers: dict[int, ForkServer] = {}
+
+
+def run_warm(script: str, cwd: str, env: dict[str, str], limits: Limits, cuda_possible: bool,
+             driver_pid: int | None = None) -> ProcessRun:
+    """Run the script on this process's fork server; a server lost mid-run is replaced and tried once more."""
+    reason = ""
+    for _ in range(2):
+        server = _servers.get(limits.threads)
+        if server is None or not server.alive():
+            server = _servers[limits.threads] = ForkServer(limits.threads)
+        try:
+            return server.run(script, cwd, env, limits, cuda_possible, driver_pid)
+        except ServerDied as e:
+            reason = str(e)
+            del _servers[limits.threads]
+    raise WorkerLost(f"killed its evaluation worker (the fork server, twice): {reason}")
+
+
+def detect_gpus() -> tuple[str, ...]:
+    """The GPUs this machine offers, by the ids `CUDA_VISIBLE_DEVICES` takes, without initializing CUDA."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return tuple(d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1")
+    if shutil.which("nvidia-smi") is None:
+        return ()
+    try:
+        listed = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+                                capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return tuple(line.strip() for line in listed.stdout.splitlines() if line.strip()) if listed.returncode == 0 else ()
