@@ -13,6 +13,8 @@ import numpy as np
 
 from evocode.data import CorpusError, prepare_corpus
 from evocode.evaluation.runner import Limits, evaluate, format_result
+from evocode.evaluation.workers import detect_gpus
+from evocode.executors.local import DEFAULT_PER_GPU, Slots
 from evocode.evolve import SeedFailed, evolve
 from evocode.genome import Genome
 from evocode.mutation import describe_mutators, describe_variant, load_mutators, sample_variants, select_mutators
@@ -33,6 +35,8 @@ def add_spec_options(parser: argparse.ArgumentParser) -> None:
                         help=f"seconds before a candidate is killed (eval: {Limits.timeout_s:g}; evolve: "
                              f"{TIMEOUT_FACTOR:g} × the seed's time, at least {MIN_TIMEOUT_S:g})")
     parser.add_argument("--memory", type=int, default=Limits.memory_mb, help="memory limit of a candidate in MiB (default %(default)s)")
+    parser.add_argument("--cold", action="store_true",
+                        help="start each candidate as a new Python process instead of forking it from a warm worker (same scores, slower)")
 
 
 def spec_from_args(args: argparse.Namespace) -> EvalSpec:
@@ -49,6 +53,19 @@ def limits_from_args(args: argparse.Namespace, threads: int) -> Limits:
     return Limits(timeout_s=Limits.timeout_s if args.timeout is None else args.timeout, memory_mb=args.memory, threads=threads)
 
 
+def gpus_from_args(args: argparse.Namespace) -> tuple[str, ...]:
+    """The GPUs a run spreads its slots over: none when the device is the CPU."""
+    if args.gpus == "none" or args.device == "cpu":
+        return ()
+    gpus = detect_gpus() if args.gpus == "auto" else tuple(g.strip() for g in args.gpus.split(","))
+    if not all(g.isdigit() for g in gpus):
+        raise ValueError(f"--gpus takes GPU indices like 0,1, 'auto' or 'none', got {args.gpus!r}")
+    if gpus and args.device not in ("auto", "cuda", "cuda:0"):
+        raise ValueError(f"--device {args.device} conflicts with --gpus: each candidate sees only its own GPU, as cuda:0; "
+                         "use --device cuda or leave it out")
+    return gpus
+
+
 def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("eval", help="train and score one script under the harness")
     p.add_argument("script", type=Path)
@@ -63,7 +80,7 @@ def run_eval(args: argparse.Namespace) -> int:
         source = args.script.read_text()
     except OSError as e:
         return _fail(f"cannot read {args.script}: {e.strerror}; pass the path of a training script")
-    result = evaluate(source, spec_from_args(args), args.seed, limits_from_args(args, threads=os.cpu_count() or 1))
+    result = evaluate(source, spec_from_args(args), args.seed, limits_from_args(args, threads=os.cpu_count() or 1), warm=not args.cold)
     print(json.dumps(result.as_dict(), indent=1) if args.json else format_result(result))
     if result.status != "ok":
         print(f"evocode: {args.script}: {result.status}: {result.reason}", file=sys.stderr)
@@ -124,12 +141,15 @@ def add_evolve_parsers(subparsers: argparse._SubParsersAction) -> None:
     defaults = EvolveConfig()
     p = subparsers.add_parser("evolve", help="evolve a seed script: the main job")
     p.add_argument("script", type=Path)
-    p.add_argument("--population", type=int, default=defaults.population, help="programs per generation (default %(default)s)")
+    p.add_argument("--population", type=int, default=None,
+                   help=f"programs per generation (default {defaults.population}, or more so that every slot has a child to evaluate)")
     p.add_argument("--generations", type=int, default=defaults.generations, help="generations after the first (default %(default)s)")
     p.add_argument("--tournament", type=int, default=defaults.tournament, help="tournament size (default %(default)s)")
     p.add_argument("--elite", type=int, default=defaults.elite, help="best programs carried into the next generation (default %(default)s)")
     p.add_argument("--cx", type=float, default=defaults.cx, help="probability that a child comes from crossover (default %(default)s)")
-    p.add_argument("--workers", type=int, default=defaults.workers, help="evaluations at once (default: the number of cores, %(default)s)")
+    p.add_argument("--workers", type=int, default=defaults.workers, help="evaluations at once without GPUs (default: the number of cores, %(default)s)")
+    p.add_argument("--gpus", default="auto", help="GPUs to use, by index (0,1,...), 'auto' (every GPU this machine has) or 'none' (default %(default)s)")
+    p.add_argument("--per-gpu", type=int, default=DEFAULT_PER_GPU, help="candidates at once on each GPU (default %(default)s)")
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed of every random choice and of every evaluation (default %(default)s)")
     p.add_argument("--mutators", nargs="+", default=[], metavar="M",
                    help="mutators to use: names, categories, package.module:Name or path/file.py:Name (default: all)")
@@ -155,13 +175,16 @@ def run_evolve(args: argparse.Namespace) -> int:
         seed_source = _read_script(args.script)
     except ValueError as e:
         return _fail(str(e))
+    gpus = gpus_from_args(args)
+    slots = Slots(args.workers, gpus, args.per_gpu, args.cold)
+    population = args.population or max(EvolveConfig.population, slots.count + args.elite)
     config = EvolveConfig(
-        population=args.population, generations=args.generations, tournament=args.tournament, elite=args.elite,
-        cx=args.cx, workers=args.workers, seed=args.seed, mutators=tuple(args.mutators),
+        population=population, generations=args.generations, tournament=args.tournament, elite=args.elite,
+        cx=args.cx, workers=args.workers, gpus=gpus, per_gpu=args.per_gpu, cold=args.cold, seed=args.seed,
+        mutators=tuple(args.mutators),
     )
-    threads = max(1, (os.cpu_count() or 1) // config.workers)
     settings = RunSettings(
-        seed_source, args.script.name, config, spec_from_args(args), limits_from_args(args, threads),
+        seed_source, args.script.name, config, spec_from_args(args), limits_from_args(args, slots.threads),
         auto_timeout=args.timeout is None, data=None if args.data is None else str(args.data.resolve()),
     )
     run_dir = args.run_dir or Path("runs") / (args.name or f"{args.script.stem}-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -34,6 +34,7 @@ class EvolveConfig:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     gpus: tuple[str, ...] = ()
     per_gpu: int = 1
+    cold: bool = False
     seed: int = 0
     mutators: tuple[str, ...] = ()
 
@@ -49,7 +50,7 @@ class EvolveConfig:
 
     @property
     def slots(self) -> Slots:
-        return Slots(self.workers, self.gpus, self.per_gpu)
+        return Slots(self.workers, self.gpus, self.per_gpu, self.cold)
 
     @property
     def planned_evaluations(self) -> int:

@@ -72,13 +72,15 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
-def children_alive() -> list[int]:
-    """Live descendants of this test process other than its workers: a candidate left behind would show here.
+def children_alive() -> list[str]:
+    """Live descendants of this test process other than its workers ("pid command line" each).
 
-    Workers (loky processes, fork servers) live on between evaluations by design; what they run does not.
+    Workers (loky processes and their resource tracker, fork servers) live on between evaluations by
+    design; what they run does not.
     """
-    return [pid for pid in _descendants([os.getpid()], live_processes())
-            if not is_fork_server(pid) and b"loky" not in _cmdline(pid)]
+    return [f"{pid} {_cmdline(pid).replace(bytes(1), b' ').decode(errors='replace')}"
+            for pid in _descendants([os.getpid()], live_processes())
+            if not is_fork_server(pid) and not any(w in _cmdline(pid) for w in (b"loky", b"resource_tracker"))]
 
 
 def process_alive(pid: int) -> bool:

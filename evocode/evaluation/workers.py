@@ -21,6 +21,7 @@ import select
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import evocode
@@ -59,6 +60,7 @@ class ForkServer:
             self.process.stdin.write(json.dumps(request).encode() + b"\n")
             self.process.stdin.flush()
         except BrokenPipeError:
+            self._stop(None)
             raise ServerDied(self._last_words()) from None
         # The server may still be importing torch: the candidate's clock starts at its pid.
         pid = self._reply(_SERVER_START_S, driver_pid, child=None)["pid"]
@@ -84,20 +86,32 @@ class ForkServer:
         return json.loads(line)
 
     def _stop(self, child: int | None) -> None:
+        self.process.kill()
+        self.process.wait()
         if child is not None:
             kill_group(child)
-        self.process.kill()
-        self.process.wait()
+            _wait_gone(child)
 
     def _last_words(self) -> str:
-        self.process.kill()
-        self.process.wait()
         lines = self.process.stderr.read().decode(errors="replace").strip().splitlines()
         return lines[-1] if lines else f"exit status {self.process.returncode}"
 
     def close(self) -> None:
         self.process.stdin.close()
         self._stop(None)
+
+
+def _wait_gone(pid: int, within_s: float = 10.0) -> None:
+    """A killed candidate of a dead server is nobody's child to wait for: watch it leave instead."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    return
+        except OSError:
+            return
+        time.sleep(0.01)
 
 
 def server_env(threads: int) -> dict[str, str]:

@@ -41,13 +41,22 @@ class Job:
     spec: EvalSpec
 
 
+# Unmeasured: this project has not yet had a GPU to choose it on (see README, "GPUs").
+DEFAULT_PER_GPU = 2
+
+
 @dataclass(frozen=True)
 class Slots:
-    """Where evaluations run at once: `workers` slots, or `per_gpu` slots on each of `gpus`."""
+    """Where evaluations run at once: `workers` slots, or `per_gpu` slots on each of `gpus`.
+
+    cold: start each candidate as a new Python process instead of forking it
+    from the slot's warm fork server (same scores, seconds slower each).
+    """
 
     workers: int = 1
     gpus: tuple[str, ...] = ()
     per_gpu: int = 1
+    cold: bool = False
 
     def __post_init__(self) -> None:
         if self.workers < 1 or self.per_gpu < 1:
@@ -55,7 +64,13 @@ class Slots:
 
     @property
     def count(self) -> int:
+        """How many candidates run at once."""
         return len(self.gpus) * self.per_gpu if self.gpus else self.workers
+
+    @property
+    def threads(self) -> int:
+        """CPU threads each candidate may use: the cores shared evenly between the slots."""
+        return max(1, (os.cpu_count() or 1) // self.count)
 
     def env(self, slot: int) -> dict[str, str]:
         """What a candidate in this slot sees of the machine's GPUs."""
@@ -72,7 +87,7 @@ def evaluate_many(jobs: Iterable[Job], limits: Limits, slots: Slots) -> Iterator
     while queue or running:
         while queue and free:
             job, slot = queue.popleft(), free.pop(0)
-            running[pool.submit(_job, job, limits, driver, slots.env(slot))] = (job, slot)
+            running[pool.submit(_job, job, limits, driver, slots.env(slot), slots.cold)] = (job, slot)
         done, _ = wait(running, return_when=FIRST_COMPLETED)
         lost: list[tuple[Job, int]] = []
         for future in done:
@@ -92,19 +107,19 @@ def evaluate_many(jobs: Iterable[Job], limits: Limits, slots: Slots) -> Iterator
                     lost.append((job, slot))
             running.clear()
             for job, slot in lost:
-                yield job.key, _alone(job, limits, driver, slots.env(slot))
+                yield job.key, _alone(job, limits, driver, slots.env(slot), slots.cold)
             free = list(range(slots.count))
             pool = get_reusable_executor(max_workers=slots.count)
 
 
-def _alone(job: Job, limits: Limits, driver: int, env: dict[str, str]) -> EvalResult:
+def _alone(job: Job, limits: Limits, driver: int, env: dict[str, str], cold: bool) -> EvalResult:
     """One job in a worker process of its own, so a lost worker names its culprit."""
     try:
-        return get_reusable_executor(max_workers=1).submit(_job, job, limits, driver, env).result()
+        return get_reusable_executor(max_workers=1).submit(_job, job, limits, driver, env, cold).result()
     except BrokenExecutor as error:
         reason = f"killed its evaluation worker: {(str(error) or type(error).__name__).splitlines()[0]}"
         return EvalResult(status="crash", reason=reason, budget=job.spec.budget, seed=job.seed)
 
 
-def _job(job: Job, limits: Limits, driver: int, env: dict[str, str]) -> EvalResult:
-    return evaluate(job.code, job.spec, job.seed, limits, driver_pid=driver, env=env)
+def _job(job: Job, limits: Limits, driver: int, env: dict[str, str], cold: bool) -> EvalResult:
+    return evaluate(job.code, job.spec, job.seed, limits, driver_pid=driver, env=env, warm=not cold)
