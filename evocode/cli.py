@@ -33,6 +33,8 @@ def add_spec_options(parser: argparse.ArgumentParser) -> None:
                         help=f"seconds before a candidate is killed (eval: {Limits.timeout_s:g}; evolve: "
                              f"{TIMEOUT_FACTOR:g} × the seed's time, at least {MIN_TIMEOUT_S:g})")
     parser.add_argument("--memory", type=int, default=Limits.memory_mb, help="memory limit of a candidate in MiB (default %(default)s)")
+    parser.add_argument("--sandbox", action="store_true",
+                        help="confine each candidate with Landlock (Linux): it reads only what imports need, writes only its directory")
 
 
 def spec_from_args(args: argparse.Namespace) -> EvalSpec:
@@ -46,7 +48,10 @@ def spec_from_args(args: argparse.Namespace) -> EvalSpec:
 def limits_from_args(args: argparse.Namespace, threads: int) -> Limits:
     if args.timeout is not None and not args.timeout > 0:
         raise ValueError(f"--timeout must be a positive number of seconds, got {args.timeout}")
-    return Limits(timeout_s=Limits.timeout_s if args.timeout is None else args.timeout, memory_mb=args.memory, threads=threads)
+    return Limits(
+        timeout_s=Limits.timeout_s if args.timeout is None else args.timeout, memory_mb=args.memory, threads=threads,
+        sandbox=args.sandbox,
+    )
 
 
 def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -23,11 +23,12 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import evocode
 from evocode.data import corpus_of
+from evocode.evaluation.sandbox import Confinement, candidate_confinement
 from evocode.spec import RESULT_VAR, SEED_VAR, THREADS_VAR, EvalSpec
 
 _HARNESS_STATUSES = ("ok", "nan", "integrity")
@@ -45,6 +46,8 @@ class Limits:
     file_size_mb: int = 256
     threads: int = 1
     log_tail_bytes: int = 16_384
+    # Landlock the candidate (evocode.evaluation.sandbox): off until the worker of issue #9 uses it by default.
+    sandbox: bool = False
 
     @property
     def cpu_seconds(self) -> int:
@@ -67,6 +70,8 @@ class EvalResult:
     corpus: str = ""
     device: str = ""
     violations: tuple[str, ...] = ()
+    # "landlock ABI N", "none: <why Landlock is missing>", or "off" when not asked for.
+    sandbox: str = ""
     log_tail: str = field(default="", repr=False)
 
     def as_dict(self) -> dict:
@@ -104,8 +109,11 @@ def evaluate(
         script = Path(workdir) / "candidate.py"
         script.write_text(source)
         result_path = Path(outdir) / "result.json"
-        child_env = {**candidate_env(spec, seed, result_path, limits, workdir), **(env or {})}
-        run = run_isolated([sys.executable, str(script)], workdir, child_env, limits, driver_pid)
+        # The candidate is told the prepared corpus, never left to find (or build) one itself.
+        told = replace(spec, corpus_dir=str(corpus.directory))
+        child_env = {**candidate_env(told, seed, result_path, limits, workdir), **(env or {})}
+        confinement = candidate_confinement(workdir, outdir, str(corpus.directory), _cuda_possible(child_env)) if limits.sandbox else None
+        run = run_isolated([sys.executable, str(script)], workdir, child_env, limits, driver_pid, confinement)
         record = _read_record(result_path)
     status, reason = classify(run, record, corpus.fingerprint, spec.budget, limits)
     measured = _measurements(record) if record else {}
@@ -113,6 +121,7 @@ def evaluate(
         status=status,
         reason=reason,
         wall_seconds=time.perf_counter() - started,
+        sandbox=confinement.state if confinement else "off",
         log_tail=run.log_tail,
         **{**common, **measured, "val_bpb": measured.get("val_bpb") if status == "ok" else None},
     )
@@ -146,8 +155,11 @@ class ProcessRun:
     log_tail: str
 
 
-def run_isolated(argv: list[str], cwd: str, env: dict[str, str], limits: Limits, driver_pid: int | None = None) -> ProcessRun:
-    """Run argv in its own process group under limits; kill the whole group when it ends or times out."""
+def run_isolated(
+    argv: list[str], cwd: str, env: dict[str, str], limits: Limits, driver_pid: int | None = None,
+    confinement: Confinement | None = None,
+) -> ProcessRun:
+    """Run argv in its own process group under limits (and confined, when given one); kill the whole group when it ends or times out."""
     proc = subprocess.Popen(
         argv,
         cwd=cwd,
@@ -156,7 +168,7 @@ def run_isolated(argv: list[str], cwd: str, env: dict[str, str], limits: Limits,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        preexec_fn=_child_limits(limits, cuda_possible=_cuda_possible(env)),
+        preexec_fn=_child_limits(limits, cuda_possible=_cuda_possible(env), confinement=confinement),
     )
     tail = _TailReader(proc.stdout, limits.log_tail_bytes)
     try:
@@ -190,7 +202,7 @@ def _cuda_possible(env: dict[str, str]) -> bool:
     return device.startswith("cuda") or (device == "auto" and Path("/dev/nvidiactl").exists())
 
 
-def _child_limits(limits: Limits, cuda_possible: bool):
+def _child_limits(limits: Limits, cuda_possible: bool, confinement: Confinement | None = None):
     """Runs in the child between fork and exec; must stay tiny and must not allocate much."""
     memory = limits.memory_mb * 2**20
     file_size = limits.file_size_mb * 2**20
@@ -208,6 +220,9 @@ def _child_limits(limits: Limits, cuda_possible: bool):
         resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
         resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if confinement is not None:
+            # Last: from here on this process and the program it becomes can reach only what the rules allow.
+            confinement.apply()
 
     return apply
 
@@ -313,6 +328,7 @@ def format_result(result: EvalResult) -> str:
         ("num_params", str(result.num_params)),
         ("seed", str(result.seed)),
         ("corpus", result.corpus),
+        ("sandbox", result.sandbox or "-"),
     ]
     if result.reason:
         rows.append(("reason", result.reason))
