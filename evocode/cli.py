@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evocode.data import CorpusError, prepare_corpus
+from evocode.data import CorpusError, data_source, prepare_corpus
 from evocode.evaluation.runner import Limits, evaluate, format_result
 from evocode.evolve import SeedFailed, evolve
 from evocode.genome import Genome
@@ -25,7 +25,8 @@ from evocode.store import RunLocked, RunStore
 
 def add_spec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=int, default=DEFAULT_BUDGET, help="training tokens per candidate (default %(default)s)")
-    parser.add_argument("--data", type=Path, default=None, help="a text file to train and validate on (default: the Python standard library's sources)")
+    parser.add_argument("--data", type=Path, default=None, help="a text file to train and validate on, or stdlib for the Python standard library's sources "
+                             "(default: evocode's corpus, public-domain Bible translations)")
     parser.add_argument("--context", type=int, default=DEFAULT_CONTEXT_LENGTH, help="context length of training and validation windows (default %(default)s)")
     parser.add_argument("--eval-tokens", type=int, default=DEFAULT_EVAL_TOKENS, help="held-out tokens the score averages over (default %(default)s)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default %(default)s)")
@@ -167,7 +168,7 @@ def run_evolve(args: argparse.Namespace) -> int:
     threads = max(1, (os.cpu_count() or 1) // config.workers)
     settings = RunSettings(
         seed_source, args.script.name, config, spec_from_args(args), limits_from_args(args, threads),
-        auto_timeout=args.timeout is None, data=None if args.data is None else str(args.data.resolve()),
+        auto_timeout=args.timeout is None, data=data_source(args.data),
     )
     run_dir = args.run_dir or Path("runs") / (args.name or f"{args.script.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     return _run(settings, run_dir, progress=not args.no_progress)

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, children_alive
+from evocode.data import DEFAULT_CORPUS, load_corpus
 from evocode.evaluation.runner import EvalResult, evaluate, format_result
 from evocode.evaluation.sandbox import interpreter_paths, landlock_abi
 
@@ -123,6 +124,18 @@ def test_a_path_marked_unreadable_stays_unreadable_beneath_a_readable_directory(
     assert (readable, hidden) == ("done", "PermissionError")
 
 
+def test_a_path_marked_unreadable_stays_unreadable_beneath_nested_readable_directories(tmp_path):
+    # As evocode's packaged corpus inside site-packages inside the interpreter's prefix.
+    prefix, site = tmp_path / "prefix", tmp_path / "prefix" / "site"
+    (site / "evocode" / "corpora").mkdir(parents=True)
+    (site / "evocode" / "harness.py").write_text("harness")
+    (site / "evocode" / "corpora" / "validation.txt").write_text("held out")
+    paths = {"read_only": [prefix, site], "unreadable": [site / "evocode" / "corpora"]}
+    readable = outcome(f"open({str(site / 'evocode' / 'harness.py')!r}).read()", **paths)
+    hidden = outcome(f"open({str(site / 'evocode' / 'corpora' / 'validation.txt')!r}).read()", **paths)
+    assert (readable, hidden) == ("done", "PermissionError")
+
+
 def test_a_confined_process_cannot_connect_to_a_local_tcp_port():
     with socket.create_server(("127.0.0.1", 0)) as listener:
         port = listener.getsockname()[1]
@@ -200,5 +213,14 @@ def test_a_sandboxed_candidate_cannot_write_outside_its_directory(tiny_spec, lim
 
 def test_a_sandboxed_candidate_cannot_read_the_rest_of_the_checkout(tiny_spec, limits):
     source = f"print(open({str(REPO / 'README.md')!r}).read())\n"
+    result = evaluate(source, tiny_spec, 0, replace(limits, sandbox=True))
+    assert result.status == "crash" and "PermissionError" in result.reason
+
+
+@pytest.mark.parametrize("target", ["hidden split", "packaged corpus"])
+def test_a_sandboxed_candidate_cannot_read_the_hidden_split_or_the_packaged_corpus(tiny_spec, limits, target):
+    hidden = load_corpus(tiny_spec.corpus_dir).hidden_path
+    path = hidden if target == "hidden split" else DEFAULT_CORPUS / "validation.txt.xz"
+    source = f"print(open({str(path)!r}, 'rb').read(100))\n"
     result = evaluate(source, tiny_spec, 0, replace(limits, sandbox=True))
     assert result.status == "crash" and "PermissionError" in result.reason

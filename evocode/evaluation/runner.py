@@ -112,7 +112,7 @@ def evaluate(
         # The candidate is told the prepared corpus, never left to find (or build) one itself.
         told = replace(spec, corpus_dir=str(corpus.directory))
         child_env = {**candidate_env(told, seed, result_path, limits, workdir), **(env or {})}
-        confinement = candidate_confinement(workdir, outdir, str(corpus.directory), _cuda_possible(child_env)) if limits.sandbox else None
+        confinement = candidate_confinement(workdir, outdir, corpus, _cuda_possible(child_env)) if limits.sandbox else None
         run = run_isolated([sys.executable, str(script)], workdir, child_env, limits, driver_pid, confinement)
         record = _read_record(result_path)
     status, reason = classify(run, record, corpus.fingerprint, spec.budget, limits)

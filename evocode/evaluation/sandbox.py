@@ -31,7 +31,9 @@ import platform
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
+
+from evocode.data import PACKAGED, Corpus
 
 # Syscall numbers from the generic table, shared by x86_64 and aarch64.
 _SYSCALLS = {"x86_64": (444, 445, 446), "aarch64": (444, 445, 446)}
@@ -96,7 +98,10 @@ class Rule:
 class Confinement:
     """Everything needed to confine the calling process, prepared so that `apply` is fork-safe."""
 
-    def __init__(self, state: str, abi: int, rules: list[Rule], syscall=None, prctl=None) -> None:
+    def __init__(
+        self, state: str, abi: int, rules: list[Rule],
+        syscall: Callable[..., int] | None = None, prctl: Callable[..., int] | None = None,
+    ) -> None:
         self.state = state
         self.abi = abi
         self.rules = rules
@@ -104,8 +109,12 @@ class Confinement:
         self._syscall = syscall
         self._prctl = prctl
         self._numbers = _SYSCALLS.get(platform.machine(), (0, 0, 0))
+        # The structures and their pointers are made here, so the child only fills in numbers.
         self._attr = _RulesetAttr(_fs_rights(abi), _NET_TCP if abi >= 4 else 0, _SCOPED if abi >= 6 else 0)
+        self._attr_ref = ctypes.byref(self._attr)
+        self._attr_size = ctypes.c_size_t(_ruleset_size(abi))
         self._beneath = _PathBeneathAttr()
+        self._beneath_ref = ctypes.byref(self._beneath)
 
     def apply(self) -> str:
         """Confine this process and its future children; returns the state for the record.
@@ -119,7 +128,7 @@ class Confinement:
         create, add_rule, restrict_self = self._numbers
         if self._prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             raise SandboxError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
-        ruleset = self._syscall(create, ctypes.byref(self._attr), ctypes.c_size_t(_ruleset_size(self.abi)), 0)
+        ruleset = self._syscall(create, self._attr_ref, self._attr_size, 0)
         if ruleset < 0:
             raise SandboxError(ctypes.get_errno(), "landlock_create_ruleset failed")
         try:
@@ -140,7 +149,7 @@ class Confinement:
         try:
             self._beneath.parent_fd = fd
             self._beneath.allowed_access = rule.access
-            if self._syscall(add_rule, ruleset, _RULE_PATH_BENEATH, ctypes.byref(self._beneath), 0) != 0:
+            if self._syscall(add_rule, ruleset, _RULE_PATH_BENEATH, self._beneath_ref, 0) != 0:
                 raise SandboxError(ctypes.get_errno(), f"landlock_add_rule for {rule.path} failed")
         finally:
             os.close(fd)
@@ -234,25 +243,26 @@ _CUDA_READ_WRITE = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"
 _CUDA_READ_ONLY = ("/proc/driver/nvidia", "/sys/devices", "/sys/bus/pci", "/sys/module/nvidia")
 
 
-def candidate_confinement(workdir: str, result_dir: str, corpus_dir: str, cuda: bool = False) -> Confinement:
+def candidate_confinement(workdir: str, result_dir: str, corpus: Corpus, cuda: bool = False) -> Confinement:
     """The confinement of one candidate program, prepared in its parent.
 
     Reads: the interpreter and its packages, evocode's own package (not its
     packaged corpora, not the rest of a checkout it was imported from), the
-    prepared corpus (the harness in the candidate reads it), and the system
-    files listed above. Writes: its working directory and the directory of
-    its result record only. With `cuda`, the GPU's device files too.
+    prepared corpus's training and validation files (the harness in the
+    candidate reads them; not its hidden split), and the system files listed
+    above. Writes: its working directory and the directory of its result
+    record only. With `cuda`, the GPU's device files too.
     """
     import evocode
 
     package = Path(evocode.__file__).resolve().parent
     root = package.parent
     system = interpreter_paths()
-    unreadable = [package / "corpora"]
+    unreadable = [PACKAGED, *([corpus.hidden_path] if corpus.hidden_path else [])]
     if str(root) not in system:
         # A checkout: tests, benchmarks, run directories and .git are no business of the candidate.
         unreadable += [entry for entry in root.iterdir() if entry != package]
-    read_only = [*system, str(root), corpus_dir]
+    read_only = [*system, str(root), str(corpus.directory)]
     read_write = [workdir, result_dir, *_SYSTEM_READ_WRITE]
     if cuda:
         read_only += _CUDA_READ_ONLY
