@@ -224,3 +224,17 @@ def test_a_sandboxed_candidate_cannot_read_the_hidden_split_or_the_packaged_corp
     source = f"print(open({str(path)!r}, 'rb').read(100))\n"
     result = evaluate(source, tiny_spec, 0, replace(limits, sandbox=True))
     assert result.status == "crash" and "PermissionError" in result.reason
+
+
+def test_a_sandboxed_candidate_reads_its_own_proc_entries_but_not_its_parents(tiny_spec, limits):
+    source = (
+        "import os\n"
+        "print('own status', open('/proc/self/status').read().startswith('Name:'))\n"
+        "try:\n"
+        "    open(f'/proc/{os.getppid()}/environ').read()\n"
+        "    print('parent environ read')\n"
+        "except PermissionError:\n"
+        "    print('parent environ denied')\n"
+    )
+    result = evaluate(source, tiny_spec, 0, replace(limits, sandbox=True))
+    assert "own status True" in result.log_tail and "parent environ denied" in result.log_tail

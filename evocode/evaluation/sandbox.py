@@ -40,6 +40,7 @@ _SYSCALLS = {"x86_64": (444, 445, 446), "aarch64": (444, 445, 446)}
 _CREATE_RULESET_VERSION = 1
 _RULE_PATH_BENEATH = 1
 _PR_SET_NO_NEW_PRIVS = 38
+_PROC_SELF = "/proc/self"
 
 # Filesystem rights, with the ABI that introduced each (linux/landlock.h).
 _EXECUTE = 1 << 0
@@ -144,8 +145,8 @@ class Confinement:
         # Opened here, not in prepare: /proc/self must name the confined process, not its parent.
         try:
             fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return  # nothing there to grant; whatever appears later stays denied
+        except (FileNotFoundError, PermissionError):
+            return  # nothing there to grant, or nothing this user could reach anyway; stays denied
         try:
             self._beneath.parent_fd = fd
             self._beneath.allowed_access = rule.access
@@ -186,12 +187,24 @@ def prepare_confinement(
     if abi == 0:
         return Confinement(f"none: {why}", 0, [])
     everything = _fs_rights(abi)
-    hidden = {os.path.realpath(p) for p in unreadable}
-    rules = [rule for path in read_only for rule in _read_rules(os.path.realpath(path), hidden)]
-    rules += [Rule(os.path.realpath(path), everything) for path in read_write]
+    hidden = {_resolved(p) for p in unreadable}
+    rules = [rule for path in read_only for rule in _read_rules(_resolved(path), hidden)]
+    rules += [Rule(_resolved(path), everything) for path in read_write]
     rules = [Rule(r.path, r.access & _FILE_ONLY) if _is_file(r.path) else r for r in rules]
     libc = ctypes.CDLL(None, use_errno=True)
-    return Confinement(f"landlock ABI {abi}", abi, rules, libc.syscall, libc.prctl)
+    return Confinement(f"landlock ABI {abi}", abi, list(dict.fromkeys(rules)), libc.syscall, libc.prctl)
+
+
+def _resolved(path: str | os.PathLike) -> str:
+    """The real path, so that containment is judged on what the kernel sees; /proc/self stays itself.
+
+    Resolved here, /proc/self would name the parent that prepares the rules,
+    not the child that applies them.
+    """
+    path = os.fspath(path)
+    if path == _PROC_SELF or path.startswith(_PROC_SELF + os.sep):
+        return path
+    return os.path.realpath(path)
 
 
 def _read_rules(path: str, hidden: set[str]) -> list[Rule]:
