@@ -150,6 +150,15 @@ def test_a_confined_process_cannot_bind_a_tcp_port():
     assert outcome("socket.create_server(('127.0.0.1', 0))") == "PermissionError"
 
 
+def test_a_confined_process_cannot_connect_to_an_abstract_unix_socket_outside_it():
+    name = f"\0evocode-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(name)
+        listener.listen()
+        tried = outcome(f"socket.socket(socket.AF_UNIX).connect({name!r})")
+    assert tried == "PermissionError"
+
+
 def test_a_confined_process_cannot_signal_its_parent():
     received = []
     previous = signal.signal(signal.SIGUSR1, lambda *_: received.append(True))
