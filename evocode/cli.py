@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evocode.data import CorpusError, prepare_corpus
+from evocode.data import CorpusError, data_source, prepare_corpus
 from evocode.evaluation.runner import Limits, evaluate, format_result
 from evocode.evaluation.workers import detect_gpus
 from evocode.executors.local import DEFAULT_PER_GPU, Slots
@@ -27,7 +27,8 @@ from evocode.store import RunLocked, RunStore
 
 def add_spec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=int, default=DEFAULT_BUDGET, help="training tokens per candidate (default %(default)s)")
-    parser.add_argument("--data", type=Path, default=None, help="a text file to train and validate on (default: the Python standard library's sources)")
+    parser.add_argument("--data", type=Path, default=None, help="a text file to train and validate on, or stdlib for the Python standard library's sources "
+                             "(default: evocode's corpus, public-domain Bible translations)")
     parser.add_argument("--context", type=int, default=DEFAULT_CONTEXT_LENGTH, help="context length of training and validation windows (default %(default)s)")
     parser.add_argument("--eval-tokens", type=int, default=DEFAULT_EVAL_TOKENS, help="held-out tokens the score averages over (default %(default)s)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default %(default)s)")
@@ -37,6 +38,8 @@ def add_spec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory", type=int, default=Limits.memory_mb, help="memory limit of a candidate in MiB (default %(default)s)")
     parser.add_argument("--cold", action="store_true",
                         help="start each candidate as a new Python process instead of forking it from a warm worker (same scores, slower)")
+    parser.add_argument("--sandbox", action="store_true",
+                        help="confine each candidate with Landlock (Linux): it reads only what imports need, writes only its directory")
 
 
 def spec_from_args(args: argparse.Namespace) -> EvalSpec:
@@ -50,7 +53,10 @@ def spec_from_args(args: argparse.Namespace) -> EvalSpec:
 def limits_from_args(args: argparse.Namespace, threads: int) -> Limits:
     if args.timeout is not None and not args.timeout > 0:
         raise ValueError(f"--timeout must be a positive number of seconds, got {args.timeout}")
-    return Limits(timeout_s=Limits.timeout_s if args.timeout is None else args.timeout, memory_mb=args.memory, threads=threads)
+    return Limits(
+        timeout_s=Limits.timeout_s if args.timeout is None else args.timeout, memory_mb=args.memory, threads=threads,
+        sandbox=args.sandbox,
+    )
 
 
 def gpus_from_args(args: argparse.Namespace) -> tuple[str, ...]:
@@ -185,7 +191,7 @@ def run_evolve(args: argparse.Namespace) -> int:
     )
     settings = RunSettings(
         seed_source, args.script.name, config, spec_from_args(args), limits_from_args(args, slots.threads),
-        auto_timeout=args.timeout is None, data=None if args.data is None else str(args.data.resolve()),
+        auto_timeout=args.timeout is None, data=data_source(args.data),
     )
     run_dir = args.run_dir or Path("runs") / (args.name or f"{args.script.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     return _run(settings, run_dir, progress=not args.no_progress)

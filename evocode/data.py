@@ -1,18 +1,23 @@
 """The bytes every candidate trains and is scored on.
 
-The default corpus is the Python standard library's own sources: every
-Python install has them, so the first run needs no download. Text is used as
-raw bytes (vocabulary 256) so that no tokenizer choice can move the metric.
-The split into train and validation is deterministic and the prepared corpus
-is cached by what it was built from; its fingerprint is a hash of its content,
-recorded with every result so that scores on different corpora are never
-compared.
+The default corpus ships with evocode (`corpora/bible/`: three public-domain
+English Bible translations, split by book into train, validation and a hidden
+test), so the first run needs no download, and its text is nowhere else on
+disk for a candidate to read: the sandbox denies evocode's packaged corpora
+and the hidden split. `--data stdlib` is the Python standard library's own
+sources (the default before: every Python program can read them, so they
+cannot be trusted validation text), `--data FILE` any text file. Text is used
+as raw bytes (vocabulary 256) so that no tokenizer choice can move the metric.
+The split is deterministic and the prepared corpus is cached by what it was
+built from; its fingerprint is a hash of its content, recorded with every
+result so that scores on different corpora are never compared.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import lzma
 import os
 import shutil
 import sysconfig
@@ -27,6 +32,12 @@ VAL_ONE_IN = 20
 # A single data file is split by position instead: its last tenth validates.
 VAL_FRACTION = 0.1
 _SKIPPED_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
+# What --data names instead of a file: the standard library's sources.
+STDLIB = "stdlib"
+# The packaged default: the xz-compressed splits that corpora/bible/build.py made.
+PACKAGED = Path(__file__).resolve().parent / "corpora"
+DEFAULT_CORPUS = PACKAGED / "bible"
+_DEFAULT_SPLITS = ("train", "validation", "hidden")
 
 
 class CorpusError(ValueError):
@@ -40,6 +51,9 @@ class Corpus:
     source: str
     train_bytes: int
     val_bytes: int
+    # The hidden test split (the default corpus has one): scored once for the final best, never to select.
+    hidden_bytes: int = 0
+    hidden_fingerprint: str = ""
 
     @property
     def train_path(self) -> Path:
@@ -48,6 +62,11 @@ class Corpus:
     @property
     def val_path(self) -> Path:
         return self.directory / "val.bin"
+
+    @property
+    def hidden_path(self) -> Path | None:
+        """The hidden split's file, which no candidate may read; None when the corpus has none."""
+        return self.directory / "hidden.bin" if self.hidden_bytes else None
 
 
 def cache_root() -> Path:
@@ -78,6 +97,11 @@ def split_stdlib(root: Path | None = None) -> tuple[bytes, bytes]:
     return b"\n".join(train), b"\n".join(val)
 
 
+def default_splits(directory: Path = DEFAULT_CORPUS) -> tuple[bytes, bytes, bytes]:
+    """The packaged corpus's train, validation and hidden text, decompressed."""
+    return tuple(lzma.decompress((directory / f"{name}.txt.xz").read_bytes()) for name in _DEFAULT_SPLITS)
+
+
 def split_file(path: Path) -> tuple[bytes, bytes]:
     text = path.read_bytes()
     cut = int(len(text) * (1 - VAL_FRACTION))
@@ -86,34 +110,39 @@ def split_file(path: Path) -> tuple[bytes, bytes]:
     return text[:cut], text[cut:]
 
 
-def _source_key(data_file: Path | None) -> tuple[str, str]:
+def _source_key(source: str | None) -> tuple[str, str]:
     """A cheap key for what the corpus would be built from (paths, sizes, times), and a label."""
-    h = hashlib.sha256()
-    if data_file is None:
+    if source is None:
+        files, label = [DEFAULT_CORPUS / f"{name}.txt.xz" for name in _DEFAULT_SPLITS], f"evocode-bible:{DEFAULT_CORPUS}"
+    elif source == STDLIB:
         root = Path(sysconfig.get_paths()["stdlib"])
-        label = f"python-stdlib:{root}"
-        for path in stdlib_sources(root):
-            st = path.stat()
-            h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        files, label = stdlib_sources(root), f"python-stdlib:{root}"
     else:
-        st = data_file.stat()
-        label = f"file:{data_file}"
-        h.update(f"{data_file}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+        files, label = [Path(source)], f"file:{source}"
+    h = hashlib.sha256()
+    for path in files:
+        st = path.stat()
+        h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     h.update(f"{VAL_ONE_IN}/{VAL_FRACTION}".encode())
     return h.hexdigest()[:16], label
 
 
-def prepare_corpus(data_file: str | Path | None = None, min_val_bytes: int = 4096) -> Corpus:
-    """Build (once) or load the cached corpus for `data_file`, or the stdlib when None."""
-    if data_file is not None:
-        data_file = Path(data_file).resolve()
-        if not data_file.is_file():
-            raise CorpusError(f"data file {data_file} does not exist: pass --data a readable text file")
-    key, label = _source_key(data_file)
+def data_source(data: str | Path | None) -> str | None:
+    """What `--data` names, as stored with a run: None (the packaged default), "stdlib", or an absolute file path."""
+    if data is None or str(data) == STDLIB:
+        return data and STDLIB
+    return str(Path(data).resolve())
+
+
+def prepare_corpus(data: str | Path | None = None, min_val_bytes: int = 4096) -> Corpus:
+    """Build (once) or load the cached corpus that `data` names (see `data_source`)."""
+    source = data_source(data)
+    if source not in (None, STDLIB) and not Path(source).is_file():
+        raise CorpusError(f"data file {source} does not exist: pass --data a readable text file")
+    key, label = _source_key(source)
     directory = cache_root() / "corpus" / key
     if not (directory / "meta.json").exists():
-        train, val = split_stdlib() if data_file is None else split_file(data_file)
-        _write_atomically(directory, train, val, label)
+        _write_atomically(directory, *_splits(source), label=label)
     corpus = load_corpus(directory)
     if corpus.val_bytes < min_val_bytes:
         raise CorpusError(
@@ -123,15 +152,25 @@ def prepare_corpus(data_file: str | Path | None = None, min_val_bytes: int = 409
     return corpus
 
 
-def _write_atomically(directory: Path, train: bytes, val: bytes, label: str) -> None:
+def _splits(source: str | None) -> tuple[bytes, ...]:
+    if source is None:
+        return default_splits()
+    return split_stdlib() if source == STDLIB else split_file(Path(source))
+
+
+def _write_atomically(directory: Path, train: bytes, val: bytes, hidden: bytes = b"", *, label: str) -> None:
     """Several workers may build the same corpus at once; the first rename wins, the others clean up."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".building-"))
     try:
         (staging / "train.bin").write_bytes(train)
         (staging / "val.bin").write_bytes(val)
-        fingerprint = hashlib.sha256(train + b"\0" + val).hexdigest()[:16]
+        # The hidden split counts in the fingerprint too: results on another hidden text are not comparable.
+        fingerprint = hashlib.sha256(train + b"\0" + val + (b"\0" + hidden if hidden else b"")).hexdigest()[:16]
         meta = {"fingerprint": fingerprint, "source": label, "train_bytes": len(train), "val_bytes": len(val)}
+        if hidden:
+            (staging / "hidden.bin").write_bytes(hidden)
+            meta.update(hidden_bytes=len(hidden), hidden_fingerprint=hashlib.sha256(hidden).hexdigest()[:16])
         (staging / "meta.json").write_text(json.dumps(meta, indent=1))
         try:
             staging.rename(directory)
@@ -148,7 +187,10 @@ def load_corpus(directory: str | Path) -> Corpus:
         meta = json.loads((directory / "meta.json").read_text())
     except FileNotFoundError:
         raise CorpusError(f"{directory} is not a prepared corpus (no meta.json)") from None
-    return Corpus(directory, meta["fingerprint"], meta["source"], meta["train_bytes"], meta["val_bytes"])
+    return Corpus(
+        directory, meta["fingerprint"], meta["source"], meta["train_bytes"], meta["val_bytes"],
+        meta.get("hidden_bytes", 0), meta.get("hidden_fingerprint", ""),
+    )
 
 
 def corpus_of(corpus_dir: str | None) -> Corpus:

@@ -64,8 +64,8 @@ class RunSettings:
     auto_timeout: after the seed is evaluated, candidates get
     max(60 s, TIMEOUT_FACTOR × the seed's time), capped by limits.timeout_s,
     so a hung or bloated candidate costs minutes, not the whole cap.
-    data: the text file the corpus was built from (None: the stdlib), to
-    rebuild the corpus if its cache is gone.
+    data: what the corpus was built from (None: evocode's packaged corpus,
+    "stdlib", or a text file), to rebuild the corpus if its cache is gone.
     """
 
     seed_source: str

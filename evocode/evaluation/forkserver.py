@@ -38,9 +38,10 @@ import torch.nn  # noqa: F401
 import torch.nn.functional  # noqa: F401
 import torch.optim  # noqa: F401
 
+from evocode.data import corpus_of
 from evocode.evaluation.process import Limits, child_limits, kill_group
-import evocode.data  # noqa: F401  (the harness's own imports)
-import evocode.spec  # noqa: F401
+from evocode.evaluation.sandbox import Confinement, candidate_confinement
+from evocode.spec import CORPUS_DIR_VAR
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -62,7 +63,8 @@ def main() -> None:
 def serve(request: dict, worker: int, replies) -> dict:
     """Fork the candidate, report its pid, supervise it to the end, and leave nothing of it behind."""
     limits = Limits(**request["limits"])
-    apply_limits = child_limits(limits, request["cuda_possible"])
+    confinement = _confinement(request) if limits.sandbox else None
+    apply_limits = child_limits(limits, request["cuda_possible"], confinement)
     read_end, write_end = os.pipe()
     server = os.getpid()
     pid = os.fork()
@@ -76,7 +78,14 @@ def serve(request: dict, worker: int, replies) -> dict:
         kill_group(pid)
         _reap_orphans()
         os.close(read_end)
-    return {"returncode": _returncode(status), "timed_out": timed_out, "log_tail": tail}
+    sandbox = confinement.state if confinement else "off"
+    return {"returncode": _returncode(status), "timed_out": timed_out, "log_tail": tail, "sandbox": sandbox}
+
+
+def _confinement(request: dict) -> Confinement:
+    """The candidate's Landlock rules, prepared here so the child only has to apply them."""
+    corpus = corpus_of(request["env"].get(CORPUS_DIR_VAR))
+    return candidate_confinement(request["cwd"], request["result_dir"], corpus, request["cuda_possible"])
 
 
 def _become_candidate(request: dict, apply_limits, server: int, write_end: int) -> None:
@@ -84,9 +93,6 @@ def _become_candidate(request: dict, apply_limits, server: int, write_end: int) 
     code = 1
     try:
         os.setsid()
-        apply_limits()
-        if os.getppid() != server:  # the server died before PDEATHSIG was armed
-            os._exit(1)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(write_end, 1)
@@ -95,6 +101,9 @@ def _become_candidate(request: dict, apply_limits, server: int, write_end: int) 
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        apply_limits()  # the sandbox last of all: from here on only what its rules allow
+        if os.getppid() != server:  # the server died before PDEATHSIG was armed
+            os._exit(1)
         code = _run_main(request["script"])
     finally:
         os._exit(code)

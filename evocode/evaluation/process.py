@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from evocode.evaluation.sandbox import Confinement
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -32,6 +34,8 @@ class Limits:
     file_size_mb: int = 256
     threads: int = 1
     log_tail_bytes: int = 16_384
+    # Landlock the candidate (evocode.evaluation.sandbox).
+    sandbox: bool = False
 
     @property
     def cpu_seconds(self) -> int:
@@ -47,10 +51,14 @@ class ProcessRun:
     returncode: int
     timed_out: bool
     log_tail: str
+    sandbox: str = "off"  # "landlock ABI N", "none: <why Landlock is missing>", or "off" when not asked for
 
 
-def run_isolated(argv: list[str], cwd: str, env: dict[str, str], limits: Limits, driver_pid: int | None = None) -> ProcessRun:
-    """Run argv in its own process group under limits; kill the whole group when it ends or times out."""
+def run_isolated(
+    argv: list[str], cwd: str, env: dict[str, str], limits: Limits, driver_pid: int | None = None,
+    confinement: Confinement | None = None,
+) -> ProcessRun:
+    """Run argv in its own process group under limits (and confined, when given one); kill the whole group when it ends or times out."""
     proc = subprocess.Popen(
         argv,
         cwd=cwd,
@@ -59,7 +67,7 @@ def run_isolated(argv: list[str], cwd: str, env: dict[str, str], limits: Limits,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        preexec_fn=child_limits(limits, cuda_possible=cuda_possible(env)),
+        preexec_fn=child_limits(limits, cuda_possible=cuda_possible(env), confinement=confinement),
     )
     tail = _TailReader(proc.stdout, limits.log_tail_bytes)
     try:
@@ -69,7 +77,7 @@ def run_isolated(argv: list[str], cwd: str, env: dict[str, str], limits: Limits,
         kill_group(proc.pid)
         proc.wait()
         tail.join()
-    return ProcessRun(proc.returncode, timed_out, tail.text())
+    return ProcessRun(proc.returncode, timed_out, tail.text(), confinement.state if confinement else "off")
 
 
 def _wait(proc: subprocess.Popen, timeout_s: float, driver_pid: int | None) -> bool:
@@ -93,7 +101,7 @@ def cuda_possible(env: dict[str, str]) -> bool:
     return device.startswith("cuda") or (device == "auto" and Path("/dev/nvidiactl").exists())
 
 
-def child_limits(limits: Limits, cuda_possible: bool):
+def child_limits(limits: Limits, cuda_possible: bool, confinement: Confinement | None = None):
     """Runs in the child between fork and exec; must stay tiny and must not allocate much."""
     memory = limits.memory_mb * 2**20
     file_size = limits.file_size_mb * 2**20
@@ -111,6 +119,9 @@ def child_limits(limits: Limits, cuda_possible: bool):
         resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
         resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if confinement is not None:
+            # Last: from here on this process and the program it becomes can reach only what the rules allow.
+            confinement.apply()
 
     return apply
 

@@ -22,13 +22,14 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import evocode
 from evocode.data import corpus_of
 from evocode.evaluation.process import Limits, ProcessRun, cuda_possible, run_isolated
 from evocode.evaluation.workers import WorkerLost, run_warm
+from evocode.evaluation.sandbox import candidate_confinement
 from evocode.spec import RESULT_VAR, SEED_VAR, THREADS_VAR, EvalSpec
 
 _HARNESS_STATUSES = ("ok", "nan", "integrity")
@@ -51,6 +52,8 @@ class EvalResult:
     corpus: str = ""
     device: str = ""
     violations: tuple[str, ...] = ()
+    # "landlock ABI N", "none: <why Landlock is missing>", or "off" when not asked for.
+    sandbox: str = ""
     log_tail: str = field(default="", repr=False)
 
     def as_dict(self) -> dict:
@@ -85,12 +88,16 @@ def evaluate(
         script = Path(workdir) / "candidate.py"
         script.write_text(source)
         result_path = Path(outdir) / "result.json"
-        child_env = {**candidate_env(spec, seed, result_path, limits, workdir), **(env or {})}
+        # The candidate is told the prepared corpus, never left to find (or build) one itself.
+        told = replace(spec, corpus_dir=str(corpus.directory))
+        child_env = {**candidate_env(told, seed, result_path, limits, workdir), **(env or {})}
+        cuda = cuda_possible(child_env)
         try:
             if warm:
-                run = run_warm(str(script), workdir, child_env, limits, cuda_possible(child_env), driver_pid)
+                run = run_warm(str(script), workdir, outdir, child_env, limits, cuda, driver_pid)
             else:
-                run = run_isolated([sys.executable, str(script)], workdir, child_env, limits, driver_pid)
+                confinement = candidate_confinement(workdir, outdir, corpus, cuda) if limits.sandbox else None
+                run = run_isolated([sys.executable, str(script)], workdir, child_env, limits, driver_pid, confinement)
         except WorkerLost as lost:
             return EvalResult(status="crash", reason=str(lost), wall_seconds=time.perf_counter() - started, **common)
         record = _read_record(result_path)
@@ -100,6 +107,7 @@ def evaluate(
         status=status,
         reason=reason,
         wall_seconds=time.perf_counter() - started,
+        sandbox=run.sandbox,
         log_tail=run.log_tail,
         **{**common, **measured, "val_bpb": measured.get("val_bpb") if status == "ok" else None},
     )
@@ -197,6 +205,7 @@ def format_result(result: EvalResult) -> str:
         ("num_params", str(result.num_params)),
         ("seed", str(result.seed)),
         ("corpus", result.corpus),
+        ("sandbox", result.sandbox or "-"),
     ]
     if result.reason:
         rows.append(("reason", result.reason))

@@ -53,9 +53,10 @@ class ForkServer:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def run(self, script: str, cwd: str, env: dict[str, str], limits: Limits, cuda_possible: bool,
+    def run(self, script: str, cwd: str, result_dir: str, env: dict[str, str], limits: Limits, cuda_possible: bool,
             driver_pid: int | None) -> ProcessRun:
-        request = {"script": script, "cwd": cwd, "env": env, "limits": limits.__dict__, "cuda_possible": cuda_possible}
+        request = {"script": script, "cwd": cwd, "result_dir": result_dir, "env": env, "limits": limits.__dict__,
+                   "cuda_possible": cuda_possible}
         try:
             self.process.stdin.write(json.dumps(request).encode() + b"\n")
             self.process.stdin.flush()
@@ -65,7 +66,7 @@ class ForkServer:
         # The server may still be importing torch: the candidate's clock starts at its pid.
         pid = self._reply(_SERVER_START_S, driver_pid, child=None)["pid"]
         done = self._reply(limits.timeout_s + 30.0, driver_pid, child=pid)
-        return ProcessRun(done["returncode"], done["timed_out"], done["log_tail"])
+        return ProcessRun(done["returncode"], done["timed_out"], done["log_tail"], done["sandbox"])
 
     def _reply(self, within_s: float, driver_pid: int | None, child: int | None) -> dict:
         """The server's next message; watches the driver meanwhile, as the cold runner does."""
@@ -132,7 +133,7 @@ def server_env(threads: int) -> dict[str, str]:
 _servers: dict[int, ForkServer] = {}
 
 
-def run_warm(script: str, cwd: str, env: dict[str, str], limits: Limits, cuda_possible: bool,
+def run_warm(script: str, cwd: str, result_dir: str, env: dict[str, str], limits: Limits, cuda_possible: bool,
              driver_pid: int | None = None) -> ProcessRun:
     """Run the script on this process's fork server; a server lost mid-run is replaced and tried once more."""
     reason = ""
@@ -141,7 +142,7 @@ def run_warm(script: str, cwd: str, env: dict[str, str], limits: Limits, cuda_po
         if server is None or not server.alive():
             server = _servers[limits.threads] = ForkServer(limits.threads)
         try:
-            return server.run(script, cwd, env, limits, cuda_possible, driver_pid)
+            return server.run(script, cwd, result_dir, env, limits, cuda_possible, driver_pid)
         except ServerDied as e:
             reason = str(e)
             del _servers[limits.threads]
