@@ -38,8 +38,9 @@ def add_spec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory", type=int, default=Limits.memory_mb, help="memory limit of a candidate in MiB (default %(default)s)")
     parser.add_argument("--cold", action="store_true",
                         help="start each candidate as a new Python process instead of forking it from a warm worker (same scores, slower)")
-    parser.add_argument("--sandbox", action="store_true",
-                        help="confine each candidate with Landlock (Linux): it reads only what imports need, writes only its directory")
+    parser.add_argument("--no-sandbox", dest="sandbox", action="store_false",
+                        help="do not confine candidates with Landlock (by default a candidate reads only what imports need, "
+                             "writes only its own directory, opens no TCP connection and signals nothing outside itself)")
 
 
 def spec_from_args(args: argparse.Namespace) -> EvalSpec:

@@ -20,22 +20,25 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import os
 import random
 import resource
 import sys
-import time
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 
 from evocode.data import VOCAB_SIZE, corpus_of
-from evocode.spec import RESULT_VAR, SEED_VAR, THREADS_VAR, EvalSpec
+from evocode.spec import RESULT_VAR, SEED_VAR, THREADS_VAR, TRAIN_FD_VAR, VAL_FD_VAR, EvalSpec
 
-# Captured at import, before the script's own code runs past its imports.
-_log_softmax = torch.log_softmax
-_perf_counter = time.perf_counter
+from evocode.evaluation.pristine import allclose as _allclose
+from evocode.evaluation.pristine import gather as _gather
+from evocode.evaluation.pristine import isfinite as _isfinite
+from evocode.evaluation.pristine import log_softmax as _log_softmax
+from evocode.evaluation.pristine import perf_counter as _perf_counter
 
 EVAL_BATCH = 32
 _CAUSALITY_TOLERANCE = 1e-4
@@ -69,9 +72,19 @@ random.seed(seed)
 np.random.seed(seed)
 torch.manual_seed(seed)
 
+def _split(fd_var: str, path: Path) -> np.ndarray:
+    """A split mapped read-only: from the descriptor the runner opened (the sandbox denies its path), else by path."""
+    fd = os.environ.pop(fd_var, None)
+    if fd is None:
+        return np.memmap(path, dtype=np.uint8, mode="r")
+    mapped = mmap.mmap(int(fd), 0, prot=mmap.PROT_READ)
+    os.close(int(fd))
+    return np.frombuffer(mapped, dtype=np.uint8)
+
+
 _corpus = corpus_of(_spec.corpus_dir)
-_train = np.memmap(_corpus.train_path, dtype=np.uint8, mode="r")
-_val = np.memmap(_corpus.val_path, dtype=np.uint8, mode="r")
+_train = _split(TRAIN_FD_VAR, _corpus.train_path)
+_val = _split(VAL_FD_VAR, _corpus.val_path)
 
 
 class _Ledger:
@@ -165,7 +178,7 @@ def _logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     scale = max(1.0, float(a.abs().max()))
-    return bool(torch.allclose(a, b, rtol=_CAUSALITY_TOLERANCE, atol=_CAUSALITY_TOLERANCE * scale))
+    return bool(_allclose(a, b, rtol=_CAUSALITY_TOLERANCE, atol=_CAUSALITY_TOLERANCE * scale))
 
 
 def check_causality(model: torch.nn.Module, x: torch.Tensor) -> list[str]:
@@ -176,7 +189,7 @@ def check_causality(model: torch.nn.Module, x: torch.Tensor) -> list[str]:
     """
     found = []
     base = _logits(model, x)
-    if not bool(torch.isfinite(base).all()):
+    if not bool(_isfinite(base).all()):
         return found  # a diverged model cannot be judged; its validation loss reports it as nan
     length = x.shape[1]
     for cut in sorted({1, length // 2, length - 1}):
@@ -226,7 +239,7 @@ def _validation_bpb(model: torch.nn.Module) -> float:
     for i in range(0, len(windows), EVAL_BATCH):
         chunk = windows[i : i + EVAL_BATCH].to(device)
         logp = _log_softmax(_logits(model, chunk[:, :-1]), dim=-1)
-        nats -= float(logp.gather(-1, chunk[:, 1:, None]).sum())
+        nats -= float(_gather(logp, -1, chunk[:, 1:, None]).sum())
         count += chunk[:, 1:].numel()
     return nats / count / math.log(2)
 

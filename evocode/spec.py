@@ -67,6 +67,10 @@ class EvalSpec:
 
 
 CORPUS_DIR_VAR = _PREFIX + "CORPUS_DIR"
+# File descriptors of the training and validation splits, opened for the candidate before it is
+# sandboxed: it reads the data through them, never by a path it could also use to read it around the harness.
+TRAIN_FD_VAR = _PREFIX + "TRAIN_FD"
+VAL_FD_VAR = _PREFIX + "VAL_FD"
 SEED_VAR = _PREFIX + "SEED"
 RESULT_VAR = _PREFIX + "RESULT"
 THREADS_VAR = _PREFIX + "THREADS"

@@ -131,11 +131,11 @@ def test_catching_the_budget_error_does_not_hide_the_overdraw(seed_source, tiny_
     assert "after the budget" in result.reason
 
 
-def test_reading_the_corpus_files_directly_is_caught(seed_source, tiny_spec, limits):
+def test_reading_the_corpus_files_directly_is_caught_even_unsandboxed(seed_source, tiny_spec):
     source = variant(seed_source, "    harness.finish(model)\n",
                      "    import os\n    extra = open(os.path.join(os.environ['EVOCODE_CORPUS_DIR'], 'train.bin'), 'rb').read(4096)\n"
                      "    harness.finish(model)\n")
-    result = run(source, tiny_spec, limits)
+    result = run(source, tiny_spec, Limits(timeout_s=120, sandbox=False))
     assert result.status == "integrity"
     assert "data file" in result.reason
 

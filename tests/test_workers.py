@@ -86,20 +86,23 @@ def test_a_burst_of_forks_is_killed_with_the_candidate(tiny_spec, limits):
     assert children_alive() == []
 
 
-def test_a_candidate_that_kills_its_server_once_is_rerun_on_a_fresh_one(seed_source, tiny_spec, limits, tmp_path):
+UNSANDBOXED = Limits(timeout_s=120, memory_mb=4096, sandbox=False)  # Landlock would not let it signal its server
+
+
+def test_a_candidate_that_kills_its_server_once_is_rerun_on_a_fresh_one(seed_source, tiny_spec, tmp_path):
     marker = tmp_path / "killed-once"
     program = (
         f"import os, signal, pathlib\nmarker = pathlib.Path({str(marker)!r})\n"
         "if not marker.exists():\n    marker.touch()\n    os.kill(os.getppid(), signal.SIGKILL)\n"
     ) + seed_source
-    result = evaluate(program, tiny_spec, 0, limits)
+    result = evaluate(program, tiny_spec, 0, UNSANDBOXED)
     assert result.status == "ok", result.reason
-    assert result.val_bpb == evaluate(seed_source, tiny_spec, 0, limits).val_bpb
+    assert result.val_bpb == evaluate(seed_source, tiny_spec, 0, UNSANDBOXED).val_bpb
     assert children_alive() == []
 
 
-def test_a_candidate_that_always_kills_its_server_is_a_crash_naming_it(tiny_spec, limits):
-    result = evaluate("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n", tiny_spec, 0, limits)
+def test_a_candidate_that_always_kills_its_server_is_a_crash_naming_it(tiny_spec):
+    result = evaluate("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n", tiny_spec, 0, UNSANDBOXED)
     assert result.status == "crash"
     assert result.reason.startswith("killed its evaluation worker")
     assert children_alive() == []

@@ -38,8 +38,9 @@ import torch.nn  # noqa: F401
 import torch.nn.functional  # noqa: F401
 import torch.optim  # noqa: F401
 
+import evocode.evaluation.pristine  # noqa: F401  (the harness's measuring functions, captured untouched)
 from evocode.data import corpus_of
-from evocode.evaluation.process import Limits, child_limits, kill_group
+from evocode.evaluation.process import Limits, child_limits, kill_group, open_splits
 from evocode.evaluation.sandbox import Confinement, candidate_confinement
 from evocode.spec import CORPUS_DIR_VAR
 
@@ -101,6 +102,8 @@ def _become_candidate(request: dict, apply_limits, server: int, write_end: int) 
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        splits = open_splits(corpus_of(request["env"].get(CORPUS_DIR_VAR)))
+        os.environ.update({var: str(fd) for var, fd in splits.items()})
         apply_limits()  # the sandbox last of all: from here on only what its rules allow
         if os.getppid() != server:  # the server died before PDEATHSIG was armed
             os._exit(1)

@@ -19,7 +19,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from evocode.data import Corpus
 from evocode.evaluation.sandbox import Confinement
+from evocode.spec import TRAIN_FD_VAR, VAL_FD_VAR
 
 _PR_SET_PDEATHSIG = 1
 
@@ -34,8 +36,8 @@ class Limits:
     file_size_mb: int = 256
     threads: int = 1
     log_tail_bytes: int = 16_384
-    # Landlock the candidate (evocode.evaluation.sandbox).
-    sandbox: bool = False
+    # Landlock the candidate (evocode.evaluation.sandbox); where Landlock is missing the record says so.
+    sandbox: bool = True
 
     @property
     def cpu_seconds(self) -> int:
@@ -56,13 +58,18 @@ class ProcessRun:
 
 def run_isolated(
     argv: list[str], cwd: str, env: dict[str, str], limits: Limits, driver_pid: int | None = None,
-    confinement: Confinement | None = None,
+    confinement: Confinement | None = None, fds: dict[str, int] | None = None,
 ) -> ProcessRun:
-    """Run argv in its own process group under limits (and confined, when given one); kill the whole group when it ends or times out."""
+    """Run argv in its own process group under limits (and confined, when given one); kill the whole group when it ends or times out.
+
+    fds: descriptors the program inherits, by the environment variable that names each.
+    """
+    fds = fds or {}
     proc = subprocess.Popen(
         argv,
         cwd=cwd,
-        env=env,
+        env={**env, **{var: str(fd) for var, fd in fds.items()}},
+        pass_fds=tuple(fds.values()),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -124,6 +131,11 @@ def child_limits(limits: Limits, cuda_possible: bool, confinement: Confinement |
             confinement.apply()
 
     return apply
+
+
+def open_splits(corpus: Corpus) -> dict[str, int]:
+    """The training and validation splits opened read-only, by the variable that tells the harness each descriptor."""
+    return {TRAIN_FD_VAR: os.open(corpus.train_path, os.O_RDONLY), VAL_FD_VAR: os.open(corpus.val_path, os.O_RDONLY)}
 
 
 def kill_group(pgid: int) -> None:

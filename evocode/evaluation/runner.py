@@ -27,7 +27,7 @@ from pathlib import Path
 
 import evocode
 from evocode.data import corpus_of
-from evocode.evaluation.process import Limits, ProcessRun, cuda_possible, run_isolated
+from evocode.evaluation.process import Limits, ProcessRun, cuda_possible, open_splits, run_isolated
 from evocode.evaluation.workers import WorkerLost, run_warm
 from evocode.evaluation.sandbox import candidate_confinement
 from evocode.spec import RESULT_VAR, SEED_VAR, THREADS_VAR, EvalSpec
@@ -97,7 +97,12 @@ def evaluate(
                 run = run_warm(str(script), workdir, outdir, child_env, limits, cuda, driver_pid)
             else:
                 confinement = candidate_confinement(workdir, outdir, corpus, cuda) if limits.sandbox else None
-                run = run_isolated([sys.executable, str(script)], workdir, child_env, limits, driver_pid, confinement)
+                fds = open_splits(corpus)
+                try:
+                    run = run_isolated([sys.executable, str(script)], workdir, child_env, limits, driver_pid, confinement, fds)
+                finally:
+                    for fd in fds.values():
+                        os.close(fd)
         except WorkerLost as lost:
             return EvalResult(status="crash", reason=str(lost), wall_seconds=time.perf_counter() - started, **common)
         record = _read_record(result_path)

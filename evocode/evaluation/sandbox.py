@@ -261,9 +261,9 @@ def candidate_confinement(workdir: str, result_dir: str, corpus: Corpus, cuda: b
 
     Reads: the interpreter and its packages, evocode's own package (not its
     packaged corpora, not the rest of a checkout it was imported from), the
-    prepared corpus's training and validation files (the harness in the
-    candidate reads them; not its hidden split), and the system files listed
-    above. Writes: its working directory and the directory of its result
+    prepared corpus's meta.json (its splits reach the harness as descriptors
+    opened before confinement, so no path to them is readable), and the
+    system files listed above. Writes: its working directory and the directory of its result
     record only. With `cuda`, the GPU's device files too.
     """
     import evocode
@@ -275,7 +275,8 @@ def candidate_confinement(workdir: str, result_dir: str, corpus: Corpus, cuda: b
     if str(root) not in system:
         # A checkout: tests, benchmarks, run directories and .git are no business of the candidate.
         unreadable += [entry for entry in root.iterdir() if entry != package]
-    read_only = [*system, str(root), str(corpus.directory)]
+    # Of the corpus only its description: the splits arrive as descriptors opened before confinement.
+    read_only = [*system, str(root), str(corpus.directory / "meta.json")]
     read_write = [workdir, result_dir, *_SYSTEM_READ_WRITE]
     if cuda:
         read_only += _CUDA_READ_ONLY
