@@ -28,12 +28,13 @@ from pathlib import Path
 
 import evocode
 from evocode.data import corpus_of
-from evocode.evaluation.sandbox import Confinement, candidate_confinement
+from evocode.evaluation.sandbox import Confinement, SandboxError, candidate_confinement
 from evocode.spec import RESULT_VAR, SEED_VAR, THREADS_VAR, EvalSpec
 
 _HARNESS_STATUSES = ("ok", "nan", "integrity")
 _OOM_SIGNS = re.compile(r"MemoryError|can't allocate memory|Cannot allocate memory|out of memory|OutOfMemoryError")
 _PR_SET_PDEATHSIG = 1
+_SANDBOX_FAILED = 126
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,12 @@ def _child_limits(limits: Limits, cuda_possible: bool, confinement: Confinement 
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         if confinement is not None:
             # Last: from here on this process and the program it becomes can reach only what the rules allow.
-            confinement.apply()
+            try:
+                confinement.apply()
+            except SandboxError as e:
+                # Never run unconfined; say why in the log, where the record's reason is read from.
+                os.write(2, f"evocode: the sandbox could not be applied: {e}\n".encode())
+                os._exit(_SANDBOX_FAILED)
 
     return apply
 
