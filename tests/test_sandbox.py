@@ -8,6 +8,7 @@ candidates through `evaluate` with `Limits(sandbox=True)`.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -21,8 +22,8 @@ import pytest
 
 from conftest import REPO, children_alive
 from evocode.data import DEFAULT_CORPUS, load_corpus
-from evocode.evaluation.runner import EvalResult, evaluate, format_result
-from evocode.evaluation.sandbox import interpreter_paths, landlock_abi
+from evocode.evaluation.runner import EvalResult, evaluate, format_result, last_error, run_isolated
+from evocode.evaluation.sandbox import interpreter_paths, landlock_abi, prepare_confinement
 
 pytestmark = pytest.mark.skipif(landlock_abi()[0] < 6, reason=f"needs Landlock ABI 6 or later: {landlock_abi()[1]}")
 
@@ -247,3 +248,12 @@ def test_a_sandboxed_candidate_reads_its_own_proc_entries_but_not_its_parents(ti
     )
     result = evaluate(source, tiny_spec, 0, replace(limits, sandbox=True))
     assert "own status True" in result.log_tail and "parent environ denied" in result.log_tail
+
+
+def test_a_confinement_the_kernel_refuses_stops_the_candidate_before_it_runs(tmp_path, limits):
+    # A namespace file lives on an internal filesystem: landlock_add_rule refuses it (EBADFD).
+    refused = prepare_confinement(interpreter_paths(), ["/proc/self/ns/net"])
+    marker = tmp_path / "ran.txt"
+    run = run_isolated([sys.executable, "-c", f"open({str(marker)!r}, 'w')"], str(tmp_path), dict(os.environ), limits, confinement=refused)
+    assert run.returncode != 0 and not marker.exists()
+    assert last_error(run.log_tail).startswith(f"evocode: the sandbox could not be applied: [Errno {errno.EBADFD}]")

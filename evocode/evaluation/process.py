@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evocode.data import Corpus
-from evocode.evaluation.sandbox import Confinement
+from evocode.evaluation.sandbox import Confinement, SandboxError
 from evocode.spec import TRAIN_FD_VAR, VAL_FD_VAR
 
 _PR_SET_PDEATHSIG = 1
+_SANDBOX_FAILED = 126
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,12 @@ def child_limits(limits: Limits, cuda_possible: bool, confinement: Confinement |
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         if confinement is not None:
             # Last: from here on this process and the program it becomes can reach only what the rules allow.
-            confinement.apply()
+            try:
+                confinement.apply()
+            except SandboxError as e:
+                # Never run unconfined; say why in the log, where the record's reason is read from.
+                os.write(2, f"evocode: the sandbox could not be applied: {e}\n".encode())
+                os._exit(_SANDBOX_FAILED)
 
     return apply
 

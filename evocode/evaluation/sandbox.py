@@ -211,7 +211,7 @@ def _read_rules(path: str, hidden: set[str]) -> list[Rule]:
     """Read-only rights beneath path, except beneath the hidden paths inside it."""
     if path in hidden:
         return []
-    inside = [h for h in hidden if h.startswith(path + os.sep)]
+    inside = [h for h in hidden if h.startswith(path.rstrip(os.sep) + os.sep)]
     if not inside or not os.path.isdir(path):
         return [Rule(path, _READ_ONLY)]
     # Listing stays allowed beneath path (names only); each entry is granted or split again.
@@ -272,7 +272,7 @@ def candidate_confinement(workdir: str, result_dir: str, corpus: Corpus, cuda: b
     root = package.parent
     system = interpreter_paths()
     unreadable = [PACKAGED, *([corpus.hidden_path] if corpus.hidden_path else [])]
-    if str(root) not in system:
+    if str(root) not in {_resolved(p) for p in system}:
         # A checkout: tests, benchmarks, run directories and .git are no business of the candidate.
         unreadable += [entry for entry in root.iterdir() if entry != package]
     # Of the corpus only its description: the splits arrive as descriptors opened before confinement.
