@@ -15,6 +15,7 @@ from evocode.data import CorpusError, prepare_corpus
 from evocode.evaluation.runner import Limits, evaluate, format_result
 from evocode.evolve import SeedFailed, evolve
 from evocode.genome import Genome
+from evocode.insight.report import write_report
 from evocode.mutation import describe_mutators, describe_variant, load_mutators, sample_variants, select_mutators
 from evocode.outputs import best_report, format_status
 from evocode.progress import Progress
@@ -191,6 +192,7 @@ def _run(settings: RunSettings, run_dir: Path, progress: bool) -> int:
         if bar:
             bar.close()
     print(_status(run_dir, evaluated))
+    print(f"evocode: report {write_report(run_dir)}", file=sys.stderr)
     return 0
 
 
@@ -220,12 +222,24 @@ def run_best(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_insight_parsers(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("report", help="write progress.png and report.html for a finished run")
+    p.add_argument("run_dir", type=Path)
+    p.set_defaults(run=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    print(write_report(args.run_dir))  # a run that is not ready raises a ValueError: one line, exit 2 (main)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evocode", description="Evolve a training script by editing its source code.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_eval_parser(subparsers)
     add_mutate_parser(subparsers)
     add_evolve_parsers(subparsers)
+    add_insight_parsers(subparsers)
     return parser
 
 
