@@ -15,6 +15,8 @@ from evocode.data import CorpusError, prepare_corpus
 from evocode.evaluation.runner import Limits, evaluate, format_result
 from evocode.evolve import SeedFailed, evolve
 from evocode.genome import Genome
+from evocode.insight.export import export_git
+from evocode.insight.finished_run import load_finished_run
 from evocode.insight.report import write_report
 from evocode.mutation import describe_mutators, describe_variant, load_mutators, sample_variants, select_mutators
 from evocode.outputs import best_report, format_status
@@ -226,10 +228,24 @@ def add_insight_parsers(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("report", help="write progress.png and report.html for a finished run")
     p.add_argument("run_dir", type=Path)
     p.set_defaults(run=run_report)
+    p = subparsers.add_parser("export", help="a candidate's path from the seed as a git repository, one commit per edit")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--git", type=Path, required=True, metavar="DIR", help="a new (or empty) directory for the repository")
+    p.add_argument("--candidate", default=None, metavar="ID", help="the candidate to export (default: the best)")
+    p.set_defaults(run=run_export)
 
 
 def run_report(args: argparse.Namespace) -> int:
     print(write_report(args.run_dir))  # a run that is not ready raises a ValueError: one line, exit 2 (main)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    run = load_finished_run(args.run_dir)
+    candidate = run.candidate(args.candidate)
+    hypotheses = {m.name: m.hypothesis for m in load_mutators(list(run.settings.config.mutators) or None)}
+    commits = export_git(run, candidate, args.git, hypotheses)
+    print(f"{args.git}: {commits} commits from {run.settings.seed_name} to {candidate.candidate.id}; see `git -C {args.git} log -p`")
     return 0
 
 
