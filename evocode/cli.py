@@ -15,6 +15,7 @@ from evocode.data import CorpusError, prepare_corpus
 from evocode.evaluation.runner import Limits, evaluate, format_result
 from evocode.evolve import SeedFailed, evolve
 from evocode.genome import Genome
+from evocode.insight.distill_run import MIN_SEEDS, TRANSFER_FACTOR, DistillOptions, distill_run
 from evocode.insight.export import export_git
 from evocode.insight.finished_run import load_finished_run
 from evocode.insight.report import write_report
@@ -233,6 +234,15 @@ def add_insight_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--git", type=Path, required=True, metavar="DIR", help="a new (or empty) directory for the repository")
     p.add_argument("--candidate", default=None, metavar="ID", help="the candidate to export (default: the best)")
     p.set_defaults(run=run_export)
+    p = subparsers.add_parser("distill", help="which of the best's edits carry its gain: ablation, minimal set, transfer")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--candidate", default=None, metavar="ID", help="the candidate to distill (default: the best)")
+    p.add_argument("--seeds", type=int, default=MIN_SEEDS, help="fresh evaluation seeds per program (default %(default)s)")
+    p.add_argument("--transfer-budget", type=int, default=None, metavar="TOKENS",
+                   help=f"training tokens of the transfer check (default {TRANSFER_FACTOR} × the run's budget)")
+    p.add_argument("--transfer-data", type=Path, default=None, metavar="FILE", help="also check transfer to this text corpus")
+    p.add_argument("--workers", type=int, default=None, help="evaluations at once (default: the run's)")
+    p.set_defaults(run=run_distill)
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -246,6 +256,17 @@ def run_export(args: argparse.Namespace) -> int:
     hypotheses = {m.name: m.hypothesis for m in load_mutators(list(run.settings.config.mutators) or None)}
     commits = export_git(run, candidate, args.git, hypotheses)
     print(f"{args.git}: {commits} commits from {run.settings.seed_name} to {candidate.candidate.id}; see `git -C {args.git} log -p`")
+    return 0
+
+
+def run_distill(args: argparse.Namespace) -> int:
+    options = DistillOptions(args.candidate, args.seeds, args.transfer_budget, args.transfer_data, args.workers)
+    try:
+        distill_run(args.run_dir, options)
+    except RunLocked as e:
+        return _fail(str(e))
+    print((args.run_dir / "distill.md").read_text(), end="")
+    write_report(args.run_dir)
     return 0
 
 
