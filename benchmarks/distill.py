@@ -16,8 +16,9 @@ from pathlib import Path
 
 from results import machine, table, write_section
 
-from evocode.insight.distill import HEADER, table_rows
+from evocode.insight.distill import HEADER, summary, table_rows
 from evocode.insight.distill_run import MIN_SEEDS, DistillOptions, distill_run
+from evocode.settings import stored_settings
 
 
 def main() -> None:
@@ -31,7 +32,7 @@ def main() -> None:
     found, measurements = distill_run(args.run_dir, DistillOptions(seeds=args.seeds, transfer_budget=args.transfer_budget,
                                                                    workers=args.workers))
     minutes = (time.perf_counter() - started) / 60
-    summary = (args.run_dir / "distill.md").read_text().split("\n\n")[2]
+    settings = stored_settings(args.run_dir)
     minimal = "; ".join(found.edits[i].description for i in found.minimal) or "none"
     options = f" --seeds {args.seeds}" + (f" --transfer-budget {args.transfer_budget}" if args.transfer_budget else "")
     write_section("distill", f"""
@@ -40,7 +41,7 @@ def main() -> None:
 Command: `python benchmarks/distill.py {args.run_dir}{options}` (the same as `python -m evocode distill {args.run_dir}{options}`).
 Machine: {machine()}. {measurements.trained} evaluations trained in this call, {minutes:.1f} min.
 
-{summary}
+{summary(found, settings.spec.budget, settings.config.seed)}
 
 {table(HEADER, table_rows(found))}
 
