@@ -18,6 +18,7 @@ from evocode.genome import Genome
 from evocode.insight.distill_run import MIN_SEEDS, TRANSFER_FACTOR, DistillOptions, distill_run
 from evocode.insight.export import export_git
 from evocode.insight.finished_run import load_finished_run
+from evocode.insight.human import queue_variant
 from evocode.insight.report import write_report
 from evocode.mutation import describe_mutators, describe_variant, load_mutators, sample_variants, select_mutators
 from evocode.outputs import best_report, format_status
@@ -243,6 +244,10 @@ def add_insight_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--transfer-data", type=Path, default=None, metavar="FILE", help="also check transfer to this text corpus")
     p.add_argument("--workers", type=int, default=None, help="evaluations at once (default: the run's)")
     p.set_defaults(run=run_distill)
+    p = subparsers.add_parser("add", help="queue a hand-written variant of the seed for the run's next generation")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("variant", type=Path)
+    p.set_defaults(run=run_add)
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -267,6 +272,17 @@ def run_distill(args: argparse.Namespace) -> int:
         return _fail(str(e))
     print((args.run_dir / "distill.md").read_text(), end="")
     write_report(args.run_dir)
+    return 0
+
+
+def run_add(args: argparse.Namespace) -> int:
+    if stored_settings(args.run_dir) is None:
+        return _fail(f"{args.run_dir} holds no evocode run; start one with `python -m evocode evolve SCRIPT`")
+    source = _read_script(args.variant)
+    with RunStore.reader(args.run_dir) as store:  # a running driver holds the lock; it takes the queue at its next generation
+        queue_variant(store, args.variant.name, source)
+    print(f"{args.variant} queued: a running driver takes it at its next generation; a stopped run on `python -m evocode "
+          f"resume {args.run_dir}`; a finished run when given more generations (`evolve SEED --run-dir {args.run_dir} --generations G`)")
     return 0
 
 
