@@ -104,10 +104,13 @@ class _Subsets:
 
     def __init__(self, seed_source: str, edits: tuple[Edit, ...], measurements: Measurements, seeds: tuple[int, ...]) -> None:
         self.seed_source, self.edits, self.measurements, self.seeds = seed_source, edits, measurements, seeds
+        self._codes: dict[frozenset[int], str] = {}  # applying edits costs a parse per edit; each subset is asked for often
 
     def code(self, subset: frozenset[int]) -> str:
-        # An edit whose site only an edit left out creates is skipped: the program is what the rest make.
-        return apply_applicable_edits(self.seed_source, [self.edits[i] for i in sorted(subset)])[0]
+        if subset not in self._codes:
+            # An edit whose site only an edit left out creates is skipped: the program is what the rest make.
+            self._codes[subset] = apply_applicable_edits(self.seed_source, [self.edits[i] for i in sorted(subset)])[0]
+        return self._codes[subset]
 
     def measure(self, subsets: list[frozenset[int]], condition: Condition) -> None:
         self.measurements.measure([self.code(s) for s in subsets], self.seeds, condition)

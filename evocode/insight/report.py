@@ -12,7 +12,6 @@ import base64
 import html
 import json
 from pathlib import Path
-from typing import Callable
 
 from evocode.genome import edits_from_json
 from evocode.insight.finished_run import FinishedRun, load_finished_run
@@ -124,16 +123,16 @@ def failures_section(run: FinishedRun) -> str:
 
 def report_html(run: FinishedRun, distilled: dict | None) -> str:
     """The page's HTML; run.directory must hold progress.png."""
-    sections: list[Callable[[], str | None]] = [
-        lambda: _headline(run),
-        lambda: progress_section(run),
-        lambda: lineage_section(run),
+    sections = [
+        _headline(run),
+        progress_section(run),
+        lineage_section(run),
         # The what-helped table (mutator × site credit, issue #8) goes here once evocode.search.credit has it.
-        lambda: distill_section(distilled),
-        lambda: failures_section(run),
-        lambda: settings_section(run),
+        distill_section(distilled),
+        failures_section(run),
+        settings_section(run),
     ]
-    body = "\n".join(s for s in (section() for section in sections) if s)
+    body = "\n".join(section for section in sections if section)
     return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>evocode run {_e(run.directory.name)}</title>"
             f"<style>{_CSS}</style></head><body>\n{body}\n</body></html>\n")
 
