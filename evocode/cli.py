@@ -17,6 +17,11 @@ from evocode.evaluation.workers import detect_gpus
 from evocode.executors.local import DEFAULT_PER_GPU, Slots
 from evocode.evolve import SeedFailed, evolve
 from evocode.genome import Genome
+from evocode.insight.distill_run import MIN_SEEDS, TRANSFER_FACTOR, DistillOptions, distill_run
+from evocode.insight.export import export_git
+from evocode.insight.finished_run import load_finished_run
+from evocode.insight.human import queue_variant
+from evocode.insight.report import write_report
 from evocode.mutation import describe_mutators, describe_variant, load_mutators, sample_variants, select_mutators
 from evocode.outputs import best_report, format_status
 from evocode.progress import Progress
@@ -221,6 +226,7 @@ def _run(settings: RunSettings, run_dir: Path, progress: bool) -> int:
         if bar:
             bar.close()
     print(_status(run_dir, evaluated))
+    print(f"evocode: report {write_report(run_dir)}", file=sys.stderr)
     return 0
 
 
@@ -250,12 +256,73 @@ def run_best(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_insight_parsers(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("report", help="write progress.png and report.html for a finished run")
+    p.add_argument("run_dir", type=Path)
+    p.set_defaults(run=run_report)
+    p = subparsers.add_parser("export", help="a candidate's path from the seed as a git repository, one commit per edit")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--git", type=Path, required=True, metavar="DIR", help="a new (or empty) directory for the repository")
+    p.add_argument("--candidate", default=None, metavar="ID", help="the candidate to export (default: the best)")
+    p.set_defaults(run=run_export)
+    p = subparsers.add_parser("distill", help="which of the best's edits carry its gain: ablation, minimal set, transfer")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--candidate", default=None, metavar="ID", help="the candidate to distill (default: the best)")
+    p.add_argument("--seeds", type=int, default=MIN_SEEDS, help="fresh evaluation seeds per program (default %(default)s)")
+    p.add_argument("--transfer-budget", type=int, default=None, metavar="TOKENS",
+                   help=f"training tokens of the transfer check (default {TRANSFER_FACTOR} × the run's budget)")
+    p.add_argument("--transfer-data", type=Path, default=None, metavar="FILE", help="also check transfer to this text corpus")
+    p.add_argument("--workers", type=int, default=None, help="evaluations at once (default: the run's)")
+    p.set_defaults(run=run_distill)
+    p = subparsers.add_parser("add", help="queue a hand-written variant of the seed for the run's next generation")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("variant", type=Path)
+    p.set_defaults(run=run_add)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    print(write_report(args.run_dir))  # a run that is not ready raises a ValueError: one line, exit 2 (main)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    run = load_finished_run(args.run_dir)
+    candidate = run.candidate(args.candidate)
+    hypotheses = {m.name: m.hypothesis for m in load_mutators(list(run.settings.config.mutators) or None)}
+    commits = export_git(run, candidate, args.git, hypotheses)
+    print(f"{args.git}: {commits} commits from {run.settings.seed_name} to {candidate.candidate.id}; see `git -C {args.git} log -p`")
+    return 0
+
+
+def run_distill(args: argparse.Namespace) -> int:
+    options = DistillOptions(args.candidate, args.seeds, args.transfer_budget, args.transfer_data, args.workers)
+    try:
+        distill_run(args.run_dir, options)
+    except RunLocked as e:
+        return _fail(str(e))
+    print((args.run_dir / "distill.md").read_text(), end="")
+    write_report(args.run_dir)
+    return 0
+
+
+def run_add(args: argparse.Namespace) -> int:
+    if stored_settings(args.run_dir) is None:
+        return _fail(f"{args.run_dir} holds no evocode run; start one with `python -m evocode evolve SCRIPT`")
+    source = _read_script(args.variant)
+    with RunStore.reader(args.run_dir) as store:  # a running driver holds the lock; it takes the queue at its next generation
+        queue_variant(store, args.variant.name, source)
+    print(f"{args.variant} queued: a running driver takes it at its next generation; a stopped run on `python -m evocode "
+          f"resume {args.run_dir}`; a finished run when given more generations (`evolve SEED --run-dir {args.run_dir} --generations G`)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evocode", description="Evolve a training script by editing its source code.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_eval_parser(subparsers)
     add_mutate_parser(subparsers)
     add_evolve_parsers(subparsers)
+    add_insight_parsers(subparsers)
     return parser
 
 

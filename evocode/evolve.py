@@ -20,6 +20,7 @@ from evocode.crossover import crossover
 from evocode.evaluation.runner import EvalResult
 from evocode.executors.local import Job, evaluate_many
 from evocode.genome import Genome, edits_from_json, edits_to_json
+from evocode.insight.human import ORIGIN, human_genomes
 from evocode.mutation import Mutator, mutate
 from evocode.outputs import write_candidate, write_summary
 from evocode.search.selection import Individual, next_population, tournament
@@ -100,9 +101,12 @@ def breed(store: RunStore, settings: RunSettings, mutators: list[Mutator], popul
     if generation == 0:
         brood.append(_candidate(seed, SEED_ID, 0, "seed", (), "seed"))
         known.add(brood[0].code_hash)
+    for genome in human_genomes(store, settings.seed_source, known):  # queued by `evocode add`: they take children's places
+        known.add(genome.code_hash)
+        brood.append(_candidate(genome, f"g{generation:03d}-{len(brood):03d}", generation, ORIGIN, (SEED_ID,), None))
     target = config.population if generation == 0 else config.population - config.elite
     for _ in range(target * _ATTEMPTS_PER_CHILD):
-        if len(brood) == target:
+        if len(brood) >= target:
             break
         if generation == 0:
             genome, origin, parents = _mutant(events, seed, mutators, rng, generation), "mutation", (SEED_ID,)

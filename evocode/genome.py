@@ -26,7 +26,7 @@ import libcst as cst
 from evocode.program import EXPRESSION, Site, SiteNotFound, index_sites, resolve
 
 __all__ = [
-    "Edit", "EditError", "Genome", "SiteNotFound", "apply_applicable_edits", "apply_edits", "code_hash",
+    "Edit", "EditError", "Genome", "PROGRAM_SITE", "SiteNotFound", "apply_applicable_edits", "apply_edits", "code_hash",
     "edits_from_json", "edits_to_json",
 ]
 
@@ -114,11 +114,20 @@ def _replacements(sites: list[Site], code: str) -> dict[cst.CSTNode, object]:
     return {site.node: element.value for site, element in zip(sites, values.elements)}
 
 
+# The site of a whole program: a hand-written variant is one edit that rewrites it (no mutator proposes this site).
+PROGRAM_SITE = "<program>"
+
+
 def apply_edit(module: cst.Module, edit: Edit, sites: Mapping[str, Site] | None = None) -> cst.Module:
     """The module with one edit applied; SiteNotFound or EditError when it does not apply.
 
     ``sites`` is the module's site index when the caller has it already.
     """
+    if edit.site == PROGRAM_SITE:
+        try:
+            return cst.parse_module(edit.code)
+        except cst.ParserSyntaxError as e:
+            raise EditError(f"code for {PROGRAM_SITE} is not a program: {e.message}") from e
     sites = resolve(index_sites(module) if sites is None else sites, edit.site)
     return module.visit(_Replace(_replacements(sites, edit.code)))
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -123,3 +127,23 @@ def candidates_alive() -> list[int]:
         if cwd.startswith(root) or any(arg.startswith(os.fsencode(root)) and arg.endswith(b"/candidate.py") for arg in argv):
             found.add(pid)
     return sorted(pid for pid in found if pid != os.getpid() and process_alive(pid))
+
+
+TINY_RUN = ["--budget", "4096", "--eval-tokens", "1024", "--population", "4", "--generations", "1", "--workers", "2", "--device", "cpu"]
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """One tiny real run made by the command line, shared by the tests that read a finished run (report, export, distill)."""
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    subprocess.run([sys.executable, "-m", "evocode", "evolve", str(SEED_SCRIPT), *TINY_RUN, "--run-dir", str(run_dir), "--no-progress"],
+                   cwd=REPO, check=True, capture_output=True, text=True)
+    return run_dir
+
+
+def unfinished_copy(run_dir: Path, destination: Path) -> Path:
+    """A copy of a finished run whose last generation is not recorded: the state a run killed mid-generation leaves."""
+    shutil.copytree(run_dir, destination, ignore=shutil.ignore_patterns("evocode.lock"))
+    with sqlite3.connect(destination / "evocode.db") as db:
+        db.execute("DELETE FROM generations WHERE number = (SELECT max(number) FROM generations)")
+    return destination
