@@ -20,6 +20,7 @@ from evocode.genome import Genome
 from evocode.insight.distill_run import MIN_SEEDS, TRANSFER_FACTOR, DistillOptions, distill_run
 from evocode.insight.export import export_git
 from evocode.insight.finished_run import load_finished_run
+from evocode.insight.holdout import hidden_test, stored_hidden_test
 from evocode.insight.human import queue_variant
 from evocode.insight.report import write_report
 from evocode.mutation import describe_mutators, describe_variant, load_mutators, sample_variants, select_mutators
@@ -225,7 +226,10 @@ def _run(settings: RunSettings, run_dir: Path, progress: bool) -> int:
     finally:
         if bar:
             bar.close()
+    held_out = hidden_test(run_dir, settings)
     print(_status(run_dir, evaluated))
+    if held_out is not None:
+        print(held_out.line())
     print(f"evocode: report {write_report(run_dir)}", file=sys.stderr)
     return 0
 
@@ -240,7 +244,10 @@ def run_status(args: argparse.Namespace) -> int:
         return _fail(f"{args.run_dir} holds no evocode run")
     with RunStore.reader(args.run_dir) as store:
         evaluated = store.evaluated()
+        held_out = stored_hidden_test(store)
     print(_status(args.run_dir, evaluated))
+    if held_out is not None:
+        print(held_out.line())
     return 0
 
 

@@ -84,7 +84,7 @@ def _split(fd_var: str, path: Path) -> np.ndarray:
 
 _corpus = corpus_of(_spec.corpus_dir)
 _train = _split(TRAIN_FD_VAR, _corpus.train_path)
-_val = _split(VAL_FD_VAR, _corpus.val_path)
+_val = _split(VAL_FD_VAR, _corpus.val_path if _spec.split == "validation" else _corpus.hidden_path)
 
 
 class _Ledger:

@@ -29,6 +29,9 @@ class EvalSpec:
     eval_tokens: how many held-out tokens the validation loss averages over.
     corpus_dir: a prepared corpus (see evocode.data); None means the default.
     device: "auto" picks CUDA when present, else CPU.
+    split: what the score is measured on: "validation" (what selection sees)
+        or "hidden" (the corpus's hidden test split, scored once for a run's
+        final best, never to select).
     """
 
     budget: int = DEFAULT_BUDGET
@@ -36,8 +39,11 @@ class EvalSpec:
     eval_tokens: int = DEFAULT_EVAL_TOKENS
     corpus_dir: str | None = None
     device: str = "auto"
+    split: str = "validation"
 
     def __post_init__(self) -> None:
+        if self.split not in ("validation", "hidden"):
+            raise ValueError(f"the split scored is validation or hidden, got {self.split!r}")
         if self.budget < 1:
             raise ValueError(f"budget must be a positive number of tokens, got {self.budget}")
         if self.context_length < 2:
@@ -67,6 +73,7 @@ class EvalSpec:
 
 
 CORPUS_DIR_VAR = _PREFIX + "CORPUS_DIR"
+SPLIT_VAR = _PREFIX + "SPLIT"
 # File descriptors of the training and validation splits, opened for the candidate before it is
 # sandboxed: it reads the data through them, never by a path it could also use to read it around the harness.
 TRAIN_FD_VAR = _PREFIX + "TRAIN_FD"

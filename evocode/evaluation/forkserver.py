@@ -42,7 +42,7 @@ import evocode.evaluation.pristine  # noqa: F401  (the harness's measuring funct
 from evocode.data import corpus_of
 from evocode.evaluation.process import Limits, child_limits, kill_group, open_splits
 from evocode.evaluation.sandbox import Confinement, candidate_confinement
-from evocode.spec import CORPUS_DIR_VAR
+from evocode.spec import CORPUS_DIR_VAR, SPLIT_VAR
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -102,7 +102,7 @@ def _become_candidate(request: dict, apply_limits, server: int, write_end: int) 
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        splits = open_splits(corpus_of(request["env"].get(CORPUS_DIR_VAR)))
+        splits = open_splits(corpus_of(request["env"].get(CORPUS_DIR_VAR)), request["env"].get(SPLIT_VAR, "validation"))
         os.environ.update({var: str(fd) for var, fd in splits.items()})
         apply_limits()  # the sandbox last of all: from here on only what its rules allow
         if os.getppid() != server:  # the server died before PDEATHSIG was armed

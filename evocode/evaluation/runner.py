@@ -97,7 +97,7 @@ def evaluate(
                 run = run_warm(str(script), workdir, outdir, child_env, limits, cuda, driver_pid)
             else:
                 confinement = candidate_confinement(workdir, outdir, corpus, cuda) if limits.sandbox else None
-                fds = open_splits(corpus)
+                fds = open_splits(corpus, spec.split)
                 try:
                     run = run_isolated([sys.executable, str(script)], workdir, child_env, limits, driver_pid, confinement, fds)
                 finally:
