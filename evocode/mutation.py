@@ -173,7 +173,7 @@ class Registered:
 def _instance(obj: object, origin: str) -> Mutator:
     mutator = obj() if inspect.isclass(obj) and issubclass(obj, Mutator) else obj
     if not isinstance(mutator, Mutator) or not mutator.name or mutator.category not in CATEGORIES:
-        raise TypeError(f"{origin} is not a Mutator with a name and one of the categories {CATEGORIES}")
+        raise ValueError(f"{origin} is not a Mutator with a name and one of the categories {CATEGORIES}; name a Mutator subclass")
     return mutator
 
 
@@ -209,7 +209,8 @@ def load_spec(spec: str) -> Registered:
     try:
         module = _load_file(Path(where)) if where.endswith(".py") else importlib.import_module(where)
         obj = getattr(module, attribute)
-    except (ImportError, OSError, AttributeError, SyntaxError) as error:
+    # Importing a plugin runs its code, which may fail in any way; that is bad input, not a crash of evocode.
+    except Exception as error:
         raise ValueError(f"cannot load mutator {spec}: {_error_line(error)}; check the path and the class name") from None
     return Registered(_instance(obj, spec), f"path {spec}" if where.endswith(".py") else f"module {spec}")
 

@@ -129,7 +129,7 @@ def test_a_module_spec_names_a_mutator_class(monkeypatch):
 
 
 def test_a_spec_that_is_not_a_mutator_is_rejected():
-    with pytest.raises(TypeError, match="not a Mutator"):
+    with pytest.raises(ValueError, match="not a Mutator"):
         load_spec("evocode.genome:Edit")
 
 
