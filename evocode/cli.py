@@ -18,17 +18,16 @@ from evocode.data import CorpusError, prepare_corpus
 from evocode.evaluation.runner import Limits, evaluate, format_result
 from evocode.evolve import SeedFailed, evolve
 from evocode.genome import Genome
-from evocode.mutation import Mutator, describe_mutators, describe_variant, load_mutators, sample_variants, select_mutators
+from evocode.mutation import describe_mutators, describe_variant, sample_variants, select_mutators
 from evocode.options import (
     RUNS_ROOT, OptionError, check_population, check_spec, context_int, data_file, default_run_dir, device, existing_dir,
-    existing_run, holds_run,
-    memory_mb, new_or_existing_run_dir, non_negative_int, population_int, positive_int, positive_seconds, probability, run_name, script_file,
-    seed_int,
+    existing_run, holds_run, memory_mb, mutator_item, new_or_existing_run_dir, non_negative_int, population_int,
+    positive_int, positive_seconds, probability, run_name, script_file, seed_int,
 )
 from evocode.outputs import best_report, explain, format_status, seed_diff, seed_of
 from evocode.progress import Progress
 from evocode.runstate import describe_runs, record_end, record_start, run_state, status_record
-from evocode.settings import MIN_TIMEOUT_S, TIMEOUT_FACTOR, EvolveConfig, RunSettings, stored_settings
+from evocode.settings import MIN_TIMEOUT_S, TIMEOUT_FACTOR, EvolveConfig, RunSettings, pin, stored_settings
 from evocode.spec import DEFAULT_BUDGET, DEFAULT_CONTEXT_LENGTH, DEFAULT_EVAL_TOKENS, EvalSpec
 from evocode.store import RunLocked, RunStore
 
@@ -97,15 +96,17 @@ def _fail(message: str) -> int:
     return 2
 
 
+_MUTATORS_HELP = ("mutators to use: names, categories, all, builtin, package.module:Name or path/file.py:Name "
+                  "(default: all; `builtin mine.py:Mine` adds a plugin to the built-ins)")
+_FORCE_HELP = "continue a run although its mutators' code, its corpus or the installed versions changed (the run records it)"
+
+
 def add_mutate_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("mutate", help="show the edits the mutators propose for a script, or list the mutators")
     p.add_argument("script", type=script_file, nargs="?")
     p.add_argument("--n", type=positive_int, default=10, help="how many variants to show (default %(default)s)")
     p.add_argument("--seed", type=seed_int, default=0, help="random seed of the proposals (default %(default)s)")
-    p.add_argument(
-        "--mutators", nargs="+", default=None, metavar="M",
-        help="mutators to use: names, categories, package.module:Name or path/file.py:Name (default: all)",
-    )
+    p.add_argument("--mutators", type=mutator_item, nargs="+", default=None, metavar="M", help=_MUTATORS_HELP)
     p.add_argument("--list", action="store_true", help="list the mutators with category and source, and exit")
     p.set_defaults(run=run_mutate)
 
@@ -142,12 +143,12 @@ def add_evolve_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cx", type=probability, default=defaults.cx, help="probability that a child comes from crossover (default %(default)s)")
     p.add_argument("--workers", type=positive_int, default=defaults.workers, help="evaluations at once (default: the number of cores, %(default)s)")
     p.add_argument("--seed", type=seed_int, default=defaults.seed, help="seed of every random choice and of every evaluation (default %(default)s)")
-    p.add_argument("--mutators", nargs="+", default=[], metavar="M",
-                   help="mutators to use: names, categories, package.module:Name or path/file.py:Name (default: all)")
+    p.add_argument("--mutators", type=mutator_item, nargs="+", default=[], metavar="M", help=_MUTATORS_HELP)
     where = p.add_mutually_exclusive_group()
     where.add_argument("--run-dir", type=new_or_existing_run_dir, default=None, help="where the run lives (default runs/NAME)")
     where.add_argument("--name", type=run_name, default=None, help="name of the run directory under runs/ (default SCRIPT-DATE-TIME)")
     p.add_argument("--no-progress", action="store_true", help="no live progress line")
+    p.add_argument("--force", action="store_true", help=_FORCE_HELP)
     add_spec_options(p)
     p.set_defaults(run=run_evolve)
 
@@ -165,6 +166,7 @@ def add_resume_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--generations", type=non_negative_int, default=None,
                    help="run until this many generations after the first (more than the run has: extend it)")
     p.add_argument("--no-progress", action="store_true", help="no live progress line")
+    p.add_argument("--force", action="store_true", help=_FORCE_HELP)
 
 
 def add_status_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -203,14 +205,17 @@ def run_evolve(args: argparse.Namespace) -> int:
         seed_source, args.script.name, config, spec_from_args(args), limits_from_args(args, threads),
         auto_timeout=args.timeout is None, data=None if args.data is None else str(args.data),
     )
-    return _run(settings, run_dir, progress=not args.no_progress)
+    return _run(settings, run_dir, progress=not args.no_progress, force=args.force)
 
 
 def run_resume(args: argparse.Namespace) -> int:
     settings = stored_settings(args.run_dir)
     if args.generations is not None:
+        if args.generations < settings.config.generations:
+            raise OptionError(f"--generations {args.generations} is fewer than the {settings.config.generations} "
+                              f"{args.run_dir} already plans; a run only grows: pass {settings.config.generations} or more")
         settings = replace(settings, config=replace(settings.config, generations=args.generations))
-    return _run(settings, args.run_dir, progress=not args.no_progress)
+    return _run(settings, args.run_dir, progress=not args.no_progress, force=args.force)
 
 
 def _selected(selection: list[str] | None):
@@ -224,13 +229,15 @@ def _selected(selection: list[str] | None):
     return registered
 
 
-def _run(settings: RunSettings, run_dir: Path, progress: bool) -> int:
+def _run(settings: RunSettings, run_dir: Path, progress: bool, force: bool) -> int:
     mutators = [entry.mutator for entry in _selected(list(settings.config.mutators) or None)]
     existed, had_run = run_dir.exists(), holds_run(run_dir)
     print(f"evocode: run directory {run_dir}", file=sys.stderr)
     try:
         with RunStore(run_dir) as store:
             done = store.evaluated()
+            if had_run and force:
+                pin(store, settings, mutators, force=True)
             record_start(store)
     except RunLocked as e:
         return _fail(str(e))

@@ -41,7 +41,7 @@ def evolve(
 ) -> list[Evaluated]:
     """Run (or continue) the evolution stored in run_dir; returns every evaluated candidate."""
     with RunStore(run_dir) as store:
-        settings = start_or_continue(store, settings, [m.name for m in mutators])
+        settings = start_or_continue(store, settings, mutators)
         rewrite_outputs(store, settings, run_dir)
         populations = store.populations()
         population = individuals(store, populations[max(populations)]) if populations else []

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import re
 import shutil
 import sqlite3
@@ -46,7 +45,6 @@ def _integer(low: int, high: int | None, what: str) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}; pass {_range(low, high)}")
         return value
 
-    convert.__name__ = what
     return convert
 
 
@@ -126,6 +124,14 @@ def script_file(text: str) -> Path:
 def data_file(text: str) -> Path:
     """A readable text file to train and validate on, as an absolute path (a run finds it again from anywhere)."""
     return _readable_file(text, "a text file").resolve()
+
+
+def mutator_item(text: str) -> str:
+    """One word of --mutators; a plugin file (`path/file.py:Name`) becomes absolute, so a run finds it from anywhere."""
+    where, colon, name = text.rpartition(":")
+    if colon and where.endswith(".py"):
+        return f"{Path(where).resolve()}:{name}"
+    return text
 
 
 def run_name(text: str) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SEED_SCRIPT
+from evocode.options import mutator_item
 
 SEED = str(SEED_SCRIPT)
 
@@ -92,7 +93,7 @@ CASES = [
     (["status", "stuff"], "stuff holds no evocode run"),
     (["best", "adir"], "adir holds no evocode run"),
     (["show", "adir", "g000-000"], "adir holds no evocode run"),
-    (["show", "stuff"], "ID"),
+    (["show"], "the following arguments are required: RUNDIR, ID"),
     (["status", "garbage", "--json"], "garbage holds no evocode run"),
     (["runs", "missing_dir"], "missing_dir is not a directory"),
     (["runs", "afile"], "afile is not a directory"),
@@ -138,3 +139,8 @@ def test_bad_input_is_one_line_naming_it_with_status_2_and_leaves_nothing(worksp
     assert names in lines[0]
     assert tree(workspace) == before
 
+
+
+def test_a_plugin_file_is_recorded_by_its_absolute_path():
+    assert mutator_item("not_a_mutator.py:Thing") == f"{Path('not_a_mutator.py').resolve()}:Thing"
+    assert mutator_item("mutators.layers:Activation") == "mutators.layers:Activation"

@@ -1,4 +1,5 @@
-"""What a run directory says about itself: running, interrupted or finished, and any candidate on demand.
+"""What a run directory says about itself (running, interrupted or finished, any candidate on demand),
+and what it refuses: a resume under code other than the code it started with.
 
 The runs are real drivers (subprocesses) at a budget of two optimizer steps;
 a killed run is killed with SIGKILL, so it leaves no chance to clean up.
@@ -28,10 +29,11 @@ def evocode(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
                           env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
-def start_driver(run_dir: Path, *extra: str) -> subprocess.Popen:
+def start_driver(run_dir: Path, *extra: str, cwd: Path = REPO) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "evocode", "evolve", str(SEED_SCRIPT), *TINY, "--run-dir", str(run_dir), "--no-progress", *extra],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
 
 
@@ -111,3 +113,48 @@ def test_show_of_an_unknown_candidate_is_one_line_naming_it(killed_run):
     done = evocode("show", str(killed_run), "g042-000")
     assert done.returncode == 2 and done.stderr.startswith("evocode: no candidate 'g042-000'")
     assert len(done.stderr.splitlines()) == 1
+
+
+WIDER_MLP = """
+from evocode.mutation import Mutator
+
+
+class WiderMLP(Mutator):
+    \"\"\"A wider MLP stores more per layer: raise MLP_RATIO by a half.\"\"\"
+
+    name = "wider_mlp"
+    category = "architecture"
+
+    def propose(self, program, rng):
+        ratio = program.value("MLP_RATIO")
+        if not isinstance(ratio, int):
+            return None
+        return self.edit("MLP_RATIO", str(ratio + max(1, ratio // 2)), "wider MLP")
+"""
+
+
+def test_a_resume_after_a_plugin_was_edited_is_refused_naming_it_and_forced_it_goes_on_on_record(tmp_path):
+    plugin = tmp_path / "my_mutators.py"
+    plugin.write_text(WIDER_MLP)
+    run_dir = tmp_path / "run"
+    # Started from the plugin's directory with a relative path; resumed below from the repository.
+    driver = start_driver(run_dir, "--mutators", "builtin", "my_mutators.py:WiderMLP", "--population", "3",
+                          "--generations", "1", cwd=tmp_path)
+    wait_for_results(run_dir, 2)
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    plugin.write_text(WIDER_MLP + "# edited after the run started\n")
+
+    refused = evocode("resume", str(run_dir), "--no-progress")
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines()[-1].startswith(f"evocode: {run_dir} was started under another installation "
+                                                      f"(mutator wider_mlp's code changed ({plugin})); ")
+    assert "Traceback" not in refused.stderr
+
+    forced = evocode("resume", str(run_dir), "--no-progress", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "\nstate:            finished\n" in forced.stdout
+    with RunStore.reader(run_dir) as store:
+        (record,) = store.get("forced")
+        assert record["differences"] == [f"mutator wider_mlp's code changed ({plugin})"]
+        assert len(store.evaluated()) == 3 + 1
