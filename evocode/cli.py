@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,24 +27,30 @@ from evocode.insight.holdout import hidden_test, stored_hidden_test
 from evocode.insight.human import queue_variant
 from evocode.insight.report import write_report
 from evocode.mutation import describe_mutators, describe_variant, load_mutators, sample_variants, select_mutators
-from evocode.outputs import best_report, format_status
+from evocode.options import (
+    RUNS_ROOT, OptionError, check_population, check_spec, context_int, data_file, default_run_dir, device, existing_dir,
+    existing_run, holds_run, memory_mb, mutator_item, new_or_existing_run_dir, non_negative_int, population_int,
+    positive_int, positive_seconds, probability, run_name, script_file, seed_int,
+)
+from evocode.outputs import best_report, explain, format_status, seed_diff, seed_of
 from evocode.progress import Progress
-from evocode.settings import MIN_TIMEOUT_S, TIMEOUT_FACTOR, EvolveConfig, RunSettings, stored_settings
+from evocode.runstate import describe_runs, record_end, record_start, run_state, status_record
+from evocode.settings import MIN_TIMEOUT_S, TIMEOUT_FACTOR, EvolveConfig, RunSettings, pin, stored_settings
 from evocode.spec import DEFAULT_BUDGET, DEFAULT_CONTEXT_LENGTH, DEFAULT_EVAL_TOKENS, EvalSpec
 from evocode.store import RunLocked, RunStore
 
 
 def add_spec_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--budget", type=int, default=DEFAULT_BUDGET, help="training tokens per candidate (default %(default)s)")
-    parser.add_argument("--data", type=Path, default=None, help="a text file to train and validate on, or stdlib for the Python standard library's sources "
+    parser.add_argument("--budget", type=positive_int, default=DEFAULT_BUDGET, help="training tokens per candidate (default %(default)s)")
+    parser.add_argument("--data", type=data_file, default=None, help="a text file to train and validate on, or stdlib for the Python standard library's sources "
                              "(default: evocode's corpus, public-domain Bible translations)")
-    parser.add_argument("--context", type=int, default=DEFAULT_CONTEXT_LENGTH, help="context length of training and validation windows (default %(default)s)")
-    parser.add_argument("--eval-tokens", type=int, default=DEFAULT_EVAL_TOKENS, help="held-out tokens the score averages over (default %(default)s)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default %(default)s)")
-    parser.add_argument("--timeout", type=float, default=None,
+    parser.add_argument("--context", type=context_int, default=DEFAULT_CONTEXT_LENGTH, help="context length of training and validation windows (default %(default)s)")
+    parser.add_argument("--eval-tokens", type=positive_int, default=DEFAULT_EVAL_TOKENS, help="held-out tokens the score averages over (default %(default)s)")
+    parser.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto (default %(default)s)")
+    parser.add_argument("--timeout", type=positive_seconds, default=None,
                         help=f"seconds before a candidate is killed (eval: {Limits.timeout_s:g}; evolve: "
                              f"{TIMEOUT_FACTOR:g} × the seed's time, at least {MIN_TIMEOUT_S:g})")
-    parser.add_argument("--memory", type=int, default=Limits.memory_mb, help="memory limit of a candidate in MiB (default %(default)s)")
+    parser.add_argument("--memory", type=memory_mb, default=Limits.memory_mb, help="memory limit of a candidate in MiB (default %(default)s)")
     parser.add_argument("--cold", action="store_true",
                         help="start each candidate as a new Python process instead of forking it from a warm worker (same scores, slower)")
     parser.add_argument("--no-sandbox", dest="sandbox", action="store_false",
@@ -50,7 +59,12 @@ def add_spec_options(parser: argparse.ArgumentParser) -> None:
 
 
 def spec_from_args(args: argparse.Namespace) -> EvalSpec:
-    corpus = prepare_corpus(args.data)
+    try:
+        corpus = prepare_corpus(args.data)
+    except CorpusError as e:
+        raise OptionError(f"--data {args.data}: {e}") from None
+    defaults = {"budget": DEFAULT_BUDGET, "context": DEFAULT_CONTEXT_LENGTH, "eval-tokens": DEFAULT_EVAL_TOKENS}
+    check_spec(args.budget, args.context, args.eval_tokens, corpus, defaults)
     return EvalSpec(
         budget=args.budget, context_length=args.context, eval_tokens=args.eval_tokens,
         corpus_dir=str(corpus.directory), device=args.device,
@@ -58,12 +72,8 @@ def spec_from_args(args: argparse.Namespace) -> EvalSpec:
 
 
 def limits_from_args(args: argparse.Namespace, threads: int) -> Limits:
-    if args.timeout is not None and not args.timeout > 0:
-        raise ValueError(f"--timeout must be a positive number of seconds, got {args.timeout}")
-    return Limits(
-        timeout_s=Limits.timeout_s if args.timeout is None else args.timeout, memory_mb=args.memory, threads=threads,
-        sandbox=args.sandbox,
-    )
+    return Limits(timeout_s=Limits.timeout_s if args.timeout is None else args.timeout, memory_mb=args.memory, threads=threads,
+                  sandbox=args.sandbox)
 
 
 def gpus_from_args(args: argparse.Namespace) -> tuple[str, ...]:
@@ -72,28 +82,27 @@ def gpus_from_args(args: argparse.Namespace) -> tuple[str, ...]:
         return ()
     gpus = detect_gpus() if args.gpus == "auto" else tuple(g.strip() for g in args.gpus.split(","))
     if not all(g.isdigit() for g in gpus):
-        raise ValueError(f"--gpus takes GPU indices like 0,1, 'auto' or 'none', got {args.gpus!r}")
+        raise OptionError(f"--gpus takes GPU indices like 0,1, 'auto' or 'none', got {args.gpus!r}")
     if gpus and args.device not in ("auto", "cuda", "cuda:0"):
-        raise ValueError(f"--device {args.device} conflicts with --gpus: each candidate sees only its own GPU, as cuda:0; "
+        raise OptionError(f"--device {args.device} conflicts with --gpus: each candidate sees only its own GPU, as cuda:0; "
                          "use --device cuda or leave it out")
     return gpus
 
 
 def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("eval", help="train and score one script under the harness")
-    p.add_argument("script", type=Path)
-    p.add_argument("--seed", type=int, default=0, help="evaluation seed: initialization and batch order (default %(default)s)")
+    p.add_argument("script", type=script_file)
+    p.add_argument("--seed", type=seed_int, default=0, help="evaluation seed: initialization and batch order (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print the result record as JSON")
+    p.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1,
+                   help="CPU threads of the training process; the score on a CPU depends on it (default: the cores, %(default)s)")
     add_spec_options(p)
     p.set_defaults(run=run_eval)
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    try:
-        source = args.script.read_text()
-    except OSError as e:
-        return _fail(f"cannot read {args.script}: {e.strerror}; pass the path of a training script")
-    result = evaluate(source, spec_from_args(args), args.seed, limits_from_args(args, threads=os.cpu_count() or 1), warm=not args.cold)
+    result = evaluate(args.script.read_text(), spec_from_args(args), args.seed, limits_from_args(args, threads=args.threads),
+                      warm=not args.cold)
     print(json.dumps(result.as_dict(), indent=1) if args.json else format_result(result))
     if result.status != "ok":
         print(f"evocode: {args.script}: {result.status}: {result.reason}", file=sys.stderr)
@@ -102,12 +111,10 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def _read_script(path: Path) -> str:
-    """The script's source, or a ValueError saying in one line why it cannot be used."""
+    """The source of a script the options already found readable, or a ValueError saying in one line why it does not parse."""
+    source = path.read_text()
     try:
-        source = path.read_text()
         compile(source, str(path), "exec")
-    except OSError as e:
-        raise ValueError(f"cannot read {path}: {e.strerror}; pass the path of a training script") from None
     except (SyntaxError, ValueError) as e:
         raise ValueError(f"{path} does not parse ({getattr(e, 'msg', e)}, line {getattr(e, 'lineno', '?')}); fix the script first") from None
     return source
@@ -118,26 +125,30 @@ def _fail(message: str) -> int:
     return 2
 
 
+_MUTATORS_HELP = ("mutators to use: names, categories, all, builtin, package.module:Name or path/file.py:Name "
+                  "(default: all; `builtin mine.py:Mine` adds a plugin to the built-ins)")
+_FORCE_HELP = "continue a run although its mutators' code, its corpus or the installed versions changed (the run records it)"
+
+
 def add_mutate_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("mutate", help="show the edits the mutators propose for a script, or list the mutators")
-    p.add_argument("script", type=Path, nargs="?")
-    p.add_argument("--n", type=int, default=10, help="how many variants to show (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the proposals (default %(default)s)")
-    p.add_argument(
-        "--mutators", nargs="+", default=None, metavar="M",
-        help="mutators to use: names, categories, package.module:Name or path/file.py:Name (default: all)",
-    )
+    p.add_argument("script", type=script_file, nargs="?")
+    p.add_argument("--n", type=positive_int, default=10, help="how many variants to show (default %(default)s)")
+    p.add_argument("--seed", type=seed_int, default=0, help="random seed of the proposals (default %(default)s)")
+    p.add_argument("--mutators", type=mutator_item, nargs="+", default=None, metavar="M", help=_MUTATORS_HELP)
     p.add_argument("--list", action="store_true", help="list the mutators with category and source, and exit")
     p.set_defaults(run=run_mutate)
 
 
 def run_mutate(args: argparse.Namespace) -> int:
-    registered = select_mutators(args.mutators)
+    if args.list and args.script is not None:
+        raise OptionError(f"--list shows the mutators and takes no SCRIPT (got {args.script}); drop one of them")
+    if args.script is None and not args.list:
+        raise OptionError("mutate needs a SCRIPT to mutate (or --list)")
+    registered = _selected(args.mutators)
     if args.list:
         print(describe_mutators(registered))
         return 0
-    if args.script is None:
-        return _fail("mutate needs a SCRIPT to mutate (or --list)")
     try:
         source = _read_script(args.script)
     except ValueError as e:
@@ -150,37 +161,64 @@ def run_mutate(args: argparse.Namespace) -> int:
     return 0 if variants else _fail(f"no mutator found a site in {args.script}")
 
 
-def add_evolve_parsers(subparsers: argparse._SubParsersAction) -> None:
+def add_evolve_parser(subparsers: argparse._SubParsersAction) -> None:
     defaults = EvolveConfig()
     p = subparsers.add_parser("evolve", help="evolve a seed script: the main job")
-    p.add_argument("script", type=Path)
-    p.add_argument("--population", type=int, default=None,
+    p.add_argument("script", type=script_file)
+    p.add_argument("--population", type=population_int, default=None,
                    help=f"programs per generation (default {defaults.population}, or more so that every slot has a child to evaluate)")
-    p.add_argument("--generations", type=int, default=defaults.generations, help="generations after the first (default %(default)s)")
-    p.add_argument("--tournament", type=int, default=defaults.tournament, help="tournament size (default %(default)s)")
-    p.add_argument("--elite", type=int, default=defaults.elite, help="best programs carried into the next generation (default %(default)s)")
-    p.add_argument("--cx", type=float, default=defaults.cx, help="probability that a child comes from crossover (default %(default)s)")
-    p.add_argument("--workers", type=int, default=defaults.workers, help="evaluations at once without GPUs (default: the number of cores, %(default)s)")
+    p.add_argument("--generations", type=non_negative_int, default=defaults.generations, help="generations after the first (default %(default)s)")
+    p.add_argument("--tournament", type=positive_int, default=defaults.tournament, help="tournament size (default %(default)s)")
+    p.add_argument("--elite", type=non_negative_int, default=defaults.elite, help="best programs carried into the next generation (default %(default)s)")
+    p.add_argument("--cx", type=probability, default=defaults.cx, help="probability that a child comes from crossover (default %(default)s)")
+    p.add_argument("--workers", type=positive_int, default=defaults.workers, help="evaluations at once without GPUs (default: the number of cores, %(default)s)")
     p.add_argument("--gpus", default="auto", help="GPUs to use, by index (0,1,...), 'auto' (every GPU this machine has) or 'none' (default %(default)s)")
-    p.add_argument("--per-gpu", type=int, default=DEFAULT_PER_GPU, help="candidates at once on each GPU (default %(default)s)")
-    p.add_argument("--seed", type=int, default=defaults.seed, help="seed of every random choice and of every evaluation (default %(default)s)")
-    p.add_argument("--mutators", nargs="+", default=[], metavar="M",
-                   help="mutators to use: names, categories, package.module:Name or path/file.py:Name (default: all)")
-    p.add_argument("--run-dir", type=Path, default=None, help="where the run lives (default runs/NAME)")
-    p.add_argument("--name", default=None, help="name of the run directory under runs/ (default SCRIPT-DATE-TIME)")
+    p.add_argument("--per-gpu", type=positive_int, default=DEFAULT_PER_GPU, help="candidates at once on each GPU (default %(default)s)")
+    p.add_argument("--seed", type=seed_int, default=defaults.seed, help="seed of every random choice and of every evaluation (default %(default)s)")
+    p.add_argument("--mutators", type=mutator_item, nargs="+", default=[], metavar="M", help=_MUTATORS_HELP)
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--run-dir", type=new_or_existing_run_dir, default=None, help="where the run lives (default runs/NAME)")
+    where.add_argument("--name", type=run_name, default=None, help="name of the run directory under runs/ (default SCRIPT-DATE-TIME)")
     p.add_argument("--no-progress", action="store_true", help="no live progress line")
+    p.add_argument("--force", action="store_true", help=_FORCE_HELP)
     add_spec_options(p)
     p.set_defaults(run=run_evolve)
-    for name, run, text in (
-        ("resume", run_resume, "continue a stopped run where it stopped"),
-        ("status", run_status, "generation, evaluations by status, best so far and its gain"),
-        ("best", run_best, "the best program's edits and its diff against the seed"),
-    ):
-        q = subparsers.add_parser(name, help=text)
-        q.add_argument("run_dir", type=Path)
-        if name == "resume":
-            q.add_argument("--no-progress", action="store_true", help="no live progress line")
-        q.set_defaults(run=run)
+
+
+def run_dir_parser(subparsers: argparse._SubParsersAction, name: str, text: str, run) -> argparse.ArgumentParser:
+    """A command that works on one run directory; the directory is checked to hold a run before the command starts."""
+    p = subparsers.add_parser(name, help=text)
+    p.add_argument("run_dir", type=existing_run, metavar="RUNDIR")
+    p.set_defaults(run=run)
+    return p
+
+
+def add_resume_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = run_dir_parser(subparsers, "resume", "continue a stopped run where it stopped, or extend a finished one", run_resume)
+    p.add_argument("--generations", type=non_negative_int, default=None,
+                   help="run until this many generations after the first (more than the run has: extend it)")
+    p.add_argument("--no-progress", action="store_true", help="no live progress line")
+    p.add_argument("--force", action="store_true", help=_FORCE_HELP)
+
+
+def add_status_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = run_dir_parser(subparsers, "status", "running, finished or interrupted; evaluations; best so far and its gain", run_status)
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+
+
+def add_best_parser(subparsers: argparse._SubParsersAction) -> None:
+    run_dir_parser(subparsers, "best", "the best program's edits and its diff against the seed", run_best)
+
+
+def add_show_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = run_dir_parser(subparsers, "show", "one candidate's score, edits and diff against the seed", run_show)
+    p.add_argument("candidate", metavar="ID", help="a candidate id, as in results.tsv (e.g. g001-003)")
+
+
+def add_runs_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("runs", help="the runs in a directory: state, seed script, best, gain, evaluations, last activity")
+    p.add_argument("directory", type=existing_dir, nargs="?", default=str(RUNS_ROOT), metavar="DIR", help="(default %(default)s)")
+    p.set_defaults(run=run_runs)
 
 
 def run_evolve(args: argparse.Namespace) -> int:
@@ -191,100 +229,160 @@ def run_evolve(args: argparse.Namespace) -> int:
     gpus = gpus_from_args(args)
     slots = Slots(args.workers, gpus, args.per_gpu, args.cold)
     population = args.population or max(EvolveConfig.population, slots.count + args.elite)
+    check_population(population, args.elite, args.tournament, vars(EvolveConfig()))
     config = EvolveConfig(
         population=population, generations=args.generations, tournament=args.tournament, elite=args.elite,
         cx=args.cx, workers=args.workers, gpus=gpus, per_gpu=args.per_gpu, cold=args.cold, seed=args.seed,
         mutators=tuple(args.mutators),
     )
+    run_dir = args.run_dir or default_run_dir(args.name or f"{args.script.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     settings = RunSettings(
         seed_source, args.script.name, config, spec_from_args(args), limits_from_args(args, slots.threads),
         auto_timeout=args.timeout is None, data=data_source(args.data),
     )
-    run_dir = args.run_dir or Path("runs") / (args.name or f"{args.script.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
-    return _run(settings, run_dir, progress=not args.no_progress)
+    return _run(settings, run_dir, progress=not args.no_progress, force=args.force)
 
 
 def run_resume(args: argparse.Namespace) -> int:
     settings = stored_settings(args.run_dir)
-    if settings is None:
-        return _fail(f"{args.run_dir} holds no evocode run; start one with `python -m evocode evolve SCRIPT`")
-    return _run(settings, args.run_dir, progress=not args.no_progress)
+    if args.generations is not None:
+        if args.generations < settings.config.generations:
+            raise OptionError(f"--generations {args.generations} is fewer than the {settings.config.generations} "
+                              f"{args.run_dir} already plans; a run only grows: pass {settings.config.generations} or more")
+        settings = replace(settings, config=replace(settings.config, generations=args.generations))
+    return _run(settings, args.run_dir, progress=not args.no_progress, force=args.force)
 
 
-def _run(settings: RunSettings, run_dir: Path, progress: bool) -> int:
-    mutators = load_mutators(list(settings.config.mutators) or None)
-    if not mutators:
-        return _fail("no mutators selected; see `python -m evocode mutate --list`")
+def _selected(selection: list[str] | None):
+    """The registered mutators a --mutators selection names; a selection that names none usable is an OptionError."""
+    try:
+        registered = select_mutators(selection)
+    except ValueError as e:
+        raise OptionError(f"--mutators: {e}") from None
+    if not registered:
+        raise OptionError(f"--mutators {' '.join(selection or ())} selects no mutator; see `python -m evocode mutate --list`")
+    return registered
+
+
+def _run(settings: RunSettings, run_dir: Path, progress: bool, force: bool) -> int:
+    mutators = [entry.mutator for entry in _selected(list(settings.config.mutators) or None)]
+    existed, had_run = run_dir.exists(), holds_run(run_dir)
     print(f"evocode: run directory {run_dir}", file=sys.stderr)
-    with RunStore.reader(run_dir) as store:
-        done = store.evaluated()
+    try:
+        with RunStore(run_dir) as store:
+            done = store.evaluated()
+            if had_run and force:
+                pin(store, settings, mutators, force=True)
+            record_start(store)
+    except RunLocked as e:
+        return _fail(str(e))
     bar = Progress(settings.config.planned_evaluations, done) if progress else None
     try:
-        evaluated = evolve(settings, run_dir, mutators, on_result=bar or (lambda *_: None))
+        evolve(settings, run_dir, mutators, on_result=bar or (lambda *_: None))
     except (RunLocked, SeedFailed) as e:
         return _fail(str(e))
+    except BaseException:
+        if not had_run:
+            _discard_unstarted(run_dir, existed)
+        raise
     finally:
         if bar:
             bar.close()
+        _record_end(run_dir)
     held_out = hidden_test(run_dir, settings)
-    print(_status(run_dir, evaluated))
+    print(_status(run_dir))
     if held_out is not None:
         print(held_out.line())
     print(f"evocode: report {write_report(run_dir)}", file=sys.stderr)
     return 0
 
 
-def _status(run_dir: Path, evaluated: list) -> str:
+def _record_end(run_dir: Path) -> None:
+    """The driver's end time, unless the run directory is gone (discarded) or already another driver's."""
+    if holds_run(run_dir):
+        with contextlib.suppress(RunLocked), RunStore(run_dir) as store:
+            record_end(store)
+
+
+def _discard_unstarted(run_dir: Path, existed: bool) -> None:
+    """A new run that stopped before its first result leaves nothing behind (an empty directory it was given stays)."""
+    if holds_run(run_dir):
+        with RunStore.reader(run_dir) as store:
+            if store.evaluated():
+                return
+    if run_dir.is_dir():
+        shutil.rmtree(run_dir)
+        if existed:
+            run_dir.mkdir()
+
+
+def _status(run_dir: Path) -> str:
     with RunStore.reader(run_dir) as store:
-        return format_status(run_dir, evaluated, store.event_counts("mutator-failed"))
+        settings = RunSettings.from_json(store.get("settings"))
+        state = run_state(run_dir, store, settings)
+        return format_status(run_dir, store.evaluated(), store.event_counts("mutator-failed"),
+                             state=state.describe(run_dir), planned=state.planned)
 
 
 def run_status(args: argparse.Namespace) -> int:
-    if stored_settings(args.run_dir) is None:
-        return _fail(f"{args.run_dir} holds no evocode run")
-    with RunStore.reader(args.run_dir) as store:
-        evaluated = store.evaluated()
-        held_out = stored_hidden_test(store)
-    print(_status(args.run_dir, evaluated))
-    if held_out is not None:
-        print(held_out.line())
+    if args.json:
+        with RunStore.reader(args.run_dir) as store:
+            settings = RunSettings.from_json(store.get("settings"))
+            print(json.dumps(status_record(args.run_dir, run_state(args.run_dir, store, settings), store.evaluated()), indent=1))
+    else:
+        print(_status(args.run_dir))
+        with RunStore.reader(args.run_dir) as store:
+            held_out = stored_hidden_test(store)
+        if held_out is not None:
+            print(held_out.line())
     return 0
 
 
 def run_best(args: argparse.Namespace) -> int:
     settings = stored_settings(args.run_dir)
-    if settings is None:
-        return _fail(f"{args.run_dir} holds no evocode run")
     with RunStore.reader(args.run_dir) as store:
-        report = best_report(settings.seed_source, settings.seed_name, store.evaluated())
+        report = best_report(settings, store.evaluated())
     if report is None:
         return _fail(f"{args.run_dir} has no successful evaluation yet")
     print(report, end="")
     return 0
 
 
+def run_show(args: argparse.Namespace) -> int:
+    with RunStore.reader(args.run_dir) as store:
+        settings = RunSettings.from_json(store.get("settings"))
+        candidates = {c.id: c for c in store.candidates()}
+        results = store.results()
+        evaluated = store.evaluated()
+    candidate = candidates.get(args.candidate)
+    if candidate is None:
+        known = f"{min(candidates)} … {max(candidates)}" if candidates else "none yet"
+        raise OptionError(f"no candidate {args.candidate!r} in {args.run_dir} (its candidates: {known}); pass an id from its results.tsv")
+    print(explain(candidate, results.get(candidate.id), seed_of(evaluated)), end="")
+    print(seed_diff(settings.seed_source, candidate.code, settings.seed_name, f"{candidate.id}.py"), end="")
+    return 0
+
+
+def run_runs(args: argparse.Namespace) -> int:
+    table = describe_runs(args.directory)
+    print(table or f"no evocode runs in {args.directory}")
+    return 0
+
+
 def add_insight_parsers(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("report", help="write progress.png and report.html for a finished run")
-    p.add_argument("run_dir", type=Path)
-    p.set_defaults(run=run_report)
-    p = subparsers.add_parser("export", help="a candidate's path from the seed as a git repository, one commit per edit")
-    p.add_argument("run_dir", type=Path)
+    run_dir_parser(subparsers, "report", "write progress.png and report.html for a finished run", run_report)
+    p = run_dir_parser(subparsers, "export", "a candidate's path from the seed as a git repository, one commit per edit", run_export)
     p.add_argument("--git", type=Path, required=True, metavar="DIR", help="a new (or empty) directory for the repository")
     p.add_argument("--candidate", default=None, metavar="ID", help="the candidate to export (default: the best)")
-    p.set_defaults(run=run_export)
-    p = subparsers.add_parser("distill", help="which of the best's edits carry its gain: ablation, minimal set, transfer")
-    p.add_argument("run_dir", type=Path)
+    p = run_dir_parser(subparsers, "distill", "which of the best's edits carry its gain: ablation, minimal set, transfer", run_distill)
     p.add_argument("--candidate", default=None, metavar="ID", help="the candidate to distill (default: the best)")
-    p.add_argument("--seeds", type=int, default=MIN_SEEDS, help="fresh evaluation seeds per program (default %(default)s)")
-    p.add_argument("--transfer-budget", type=int, default=None, metavar="TOKENS",
+    p.add_argument("--seeds", type=positive_int, default=MIN_SEEDS, help="fresh evaluation seeds per program (default %(default)s)")
+    p.add_argument("--transfer-budget", type=positive_int, default=None, metavar="TOKENS",
                    help=f"training tokens of the transfer check (default {TRANSFER_FACTOR} × the run's budget)")
-    p.add_argument("--transfer-data", type=Path, default=None, metavar="FILE", help="also check transfer to this text corpus")
-    p.add_argument("--workers", type=int, default=None, help="evaluations at once (default: the run's)")
-    p.set_defaults(run=run_distill)
-    p = subparsers.add_parser("add", help="queue a hand-written variant of the seed for the run's next generation")
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("variant", type=Path)
-    p.set_defaults(run=run_add)
+    p.add_argument("--transfer-data", type=data_file, default=None, metavar="FILE", help="also check transfer to this text corpus")
+    p.add_argument("--workers", type=positive_int, default=None, help="evaluations at once (default: the run's)")
+    p = run_dir_parser(subparsers, "add", "queue a hand-written variant of the seed for the run's next generation", run_add)
+    p.add_argument("variant", type=script_file)
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -313,8 +411,6 @@ def run_distill(args: argparse.Namespace) -> int:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    if stored_settings(args.run_dir) is None:
-        return _fail(f"{args.run_dir} holds no evocode run; start one with `python -m evocode evolve SCRIPT`")
     source = _read_script(args.variant)
     with RunStore.reader(args.run_dir) as store:  # a running driver holds the lock; it takes the queue at its next generation
         queue_variant(store, args.variant.name, source)
@@ -328,7 +424,12 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_eval_parser(subparsers)
     add_mutate_parser(subparsers)
-    add_evolve_parsers(subparsers)
+    add_evolve_parser(subparsers)
+    add_resume_parser(subparsers)
+    add_status_parser(subparsers)
+    add_best_parser(subparsers)
+    add_show_parser(subparsers)
+    add_runs_parser(subparsers)
     add_insight_parsers(subparsers)
     return parser
 

@@ -42,7 +42,7 @@ def evolve(
 ) -> list[Evaluated]:
     """Run (or continue) the evolution stored in run_dir; returns every evaluated candidate."""
     with RunStore(run_dir) as store:
-        settings = start_or_continue(store, settings, [m.name for m in mutators])
+        settings = start_or_continue(store, settings, mutators)
         rewrite_outputs(store, settings, run_dir)
         populations = store.populations()
         population = individuals(store, populations[max(populations)]) if populations else []
@@ -62,7 +62,7 @@ def rewrite_outputs(store: RunStore, settings: RunSettings, run_dir: Path) -> No
     evaluated = store.evaluated()
     for e in evaluated:
         write_candidate(run_dir, e)
-    write_summary(run_dir, settings.seed_source, settings.seed_name, evaluated)
+    write_summary(run_dir, settings, evaluated)
 
 
 def evaluate_baseline(store: RunStore, settings: RunSettings, seed: Candidate, run_dir: Path, on_result) -> None:
@@ -153,7 +153,7 @@ def evaluate_brood(store: RunStore, settings: RunSettings, brood: list[Candidate
         store.add_evaluation(candidate_id, result)
         evaluated = store.evaluated()
         write_candidate(run_dir, Evaluated(pending[candidate_id], result))
-        write_summary(run_dir, settings.seed_source, settings.seed_name, evaluated)
+        write_summary(run_dir, settings, evaluated)
         on_result(pending[candidate_id], result, evaluated)
 
 

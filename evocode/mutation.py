@@ -23,6 +23,7 @@ import logging
 import math
 import pkgutil
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -173,7 +174,7 @@ class Registered:
 def _instance(obj: object, origin: str) -> Mutator:
     mutator = obj() if inspect.isclass(obj) and issubclass(obj, Mutator) else obj
     if not isinstance(mutator, Mutator) or not mutator.name or mutator.category not in CATEGORIES:
-        raise TypeError(f"{origin} is not a Mutator with a name and one of the categories {CATEGORIES}")
+        raise ValueError(f"{origin} is not a Mutator with a name and one of the categories {CATEGORIES}; name a Mutator subclass")
     return mutator
 
 
@@ -209,7 +210,8 @@ def load_spec(spec: str) -> Registered:
     try:
         module = _load_file(Path(where)) if where.endswith(".py") else importlib.import_module(where)
         obj = getattr(module, attribute)
-    except (ImportError, OSError, AttributeError, SyntaxError) as error:
+    # Importing a plugin runs its code, which may fail in any way; that is bad input, not a crash of evocode.
+    except Exception as error:
         raise ValueError(f"cannot load mutator {spec}: {_error_line(error)}; check the path and the class name") from None
     return Registered(_instance(obj, spec), f"path {spec}" if where.endswith(".py") else f"module {spec}")
 
@@ -219,6 +221,8 @@ def _load_file(path: Path) -> ModuleType:
     if module_spec is None or not path.is_file():
         raise FileNotFoundError(f"no mutator file {path}")
     module = importlib.util.module_from_spec(module_spec)
+    # Registered like any imported module, so its classes can be traced to their source (a run pins its hash).
+    sys.modules[module_spec.name] = module
     module_spec.loader.exec_module(module)
     return module
 
@@ -234,16 +238,25 @@ def available_mutators(specs: Iterable[str] = ()) -> list[Registered]:
     return [by_name[name] for name in sorted(by_name)]
 
 
+# Words that select a group of mutators: `builtin` the ones shipped in `mutators/`, `all` every registered one.
+GROUPS = {"all": lambda entry: True, "builtin": lambda entry: entry.source.startswith("built-in ")}
+
+
 def select_mutators(selection: Sequence[str] | None = None) -> list[Registered]:
-    """The registered mutators a selection names: by name, by category, or by spec (``module:Name``); None is all."""
+    """The registered mutators a selection names: by name, by category, by group (``all``, ``builtin``) or by
+    spec (``module:Name``); None is all. ``builtin path/to/mine.py:Mine`` adds a plugin to the built-ins."""
     specs = [item for item in selection or () if ":" in item]
     registry = available_mutators(specs)
     if selection is None:
         return registry
     wanted = set(selection)
     spec_sources = {f"path {s}" for s in specs} | {f"module {s}" for s in specs}
-    chosen = [e for e in registry if {e.mutator.name, e.mutator.category} & wanted or e.source in spec_sources]
-    known = {e.mutator.name for e in registry} | set(CATEGORIES) | set(specs)
+    groups = [GROUPS[word] for word in wanted & GROUPS.keys()]
+    chosen = [
+        e for e in registry
+        if {e.mutator.name, e.mutator.category} & wanted or e.source in spec_sources or any(group(e) for group in groups)
+    ]
+    known = {e.mutator.name for e in registry} | set(CATEGORIES) | set(GROUPS) | set(specs)
     unknown = sorted(wanted - known)
     if unknown:
         raise ValueError(f"unknown mutators or categories {unknown}; known: {sorted(known)}")

@@ -2,21 +2,29 @@
 
 results.tsv puts autoresearch's columns first (commit, val_bpb, memory_gb,
 status, description) so existing tooling reads it; best.py is the best
-program so far and runs standalone; best.diff explains it against the seed;
+program so far, runs standalone and says in its header how to reproduce its
+score; best.diff explains it against the seed;
 candidates/ keeps each evaluated program with the tail of its log.
 """
 
 from __future__ import annotations
 
 import difflib
-import statistics
 import math
 import os
+import shlex
+import statistics
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from evocode.genome import edits_from_json
 from evocode.search.selection import hall_of_fame
-from evocode.store import Evaluated
+from evocode.spec import CORPUS_DIR_VAR, SEED_VAR, THREADS_VAR
+from evocode.evaluation.runner import EvalResult
+from evocode.store import Candidate, Evaluated
+
+if TYPE_CHECKING:
+    from evocode.settings import RunSettings
 
 TSV_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description", "generation", "parents", "seconds")
 
@@ -60,13 +68,20 @@ def seed_diff(seed_source: str, code: str, seed_name: str, name: str) -> str:
     ))
 
 
-def explain(best: Evaluated, seed: Evaluated | None) -> str:
-    """What best.diff and `evocode best` print above the diff: the score, the gain and the edits."""
-    lines = [f"# {best.candidate.id}: val_bpb {best.result.val_bpb:.6f}"]
-    if seed is not None and seed.result.status == "ok":
-        gain = seed.result.val_bpb - best.result.val_bpb
-        lines[0] += f" (seed {seed.result.val_bpb:.6f}, gain {gain:.6f} = {100 * gain / seed.result.val_bpb:.2f}%)"
-    edits = edits_from_json(best.candidate.genome)
+def explain(candidate: Candidate, result: EvalResult | None, seed: Evaluated | None) -> str:
+    """What best.py, best.diff, `best` and `show` print above a program: its score, its origin and its edits."""
+    if result is None:
+        lines = [f"# {candidate.id}: not evaluated yet"]
+    elif result.status != "ok":
+        lines = [f"# {candidate.id}: {result.status}" + (f" ({result.reason})" if result.reason else "")]
+    else:
+        lines = [f"# {candidate.id}: val_bpb {result.val_bpb:.6f}"]
+        if seed is not None and seed.result.status == "ok" and seed.candidate.id != candidate.id:
+            gain = seed.result.val_bpb - result.val_bpb
+            lines[0] += f" (seed {seed.result.val_bpb:.6f}, gain {gain:.6f} = {100 * gain / seed.result.val_bpb:.2f}%)"
+    if candidate.parents:
+        lines.append(f"# {candidate.origin} of {', '.join(candidate.parents)}, generation {candidate.generation}")
+    edits = edits_from_json(candidate.genome)
     lines += [f"# edit {i}: {edit.description}  [{edit.mutator} at {edit.site}]" for i, edit in enumerate(edits, 1)]
     return "\n".join(lines) + "\n"
 
@@ -79,21 +94,44 @@ def write_candidate(run_dir: Path, e: Evaluated) -> None:
     _write(folder / f"{e.candidate.id}.log", header + e.result.log_tail)
 
 
-def best_report(seed_source: str, seed_name: str, evaluated: list[Evaluated]) -> str | None:
-    """best.diff's text: the best program's score and edits, then its diff against the seed."""
+def eval_command(settings: RunSettings, script: str) -> str:
+    """The `eval` command that trains and scores a script exactly as the run trained and scored its candidates."""
+    spec = settings.spec
+    words = [
+        "python -m evocode eval", shlex.quote(script), f"--budget {spec.budget}", f"--seed {settings.config.seed}",
+        f"--context {spec.context_length}", f"--eval-tokens {spec.eval_tokens}", f"--device {spec.device}",
+        f"--threads {settings.limits.threads}",
+    ]
+    if settings.data is not None:
+        words.append(f"--data {shlex.quote(settings.data)}")
+    return " ".join(words)
+
+
+def reproduction(settings: RunSettings) -> str:
+    """Comment lines saying how to retrain best.py as the run did: with `eval`, or by hand through the harness's variables."""
+    env = {**settings.spec.to_env(), SEED_VAR: str(settings.config.seed), THREADS_VAR: str(settings.limits.threads)}
+    if settings.data is None:
+        env.pop(CORPUS_DIR_VAR, None)  # the default corpus is found without it, and the cache path is this machine's
+    by_hand = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    return f"# reproduce (in the run directory): {eval_command(settings, 'best.py')}\n# or by hand: {by_hand} python best.py\n"
+
+
+def best_report(settings: RunSettings, evaluated: list[Evaluated]) -> str | None:
+    """best.diff's text: the best program's score and edits, how to reproduce it, then its diff against the seed."""
     best = best_of(evaluated)
     if best is None:
         return None
-    return explain(best, seed_of(evaluated)) + seed_diff(seed_source, best.candidate.code, seed_name, "best.py")
+    return explain(best.candidate, best.result, seed_of(evaluated)) + reproduction(settings) + seed_diff(
+        settings.seed_source, best.candidate.code, settings.seed_name, "best.py")
 
 
-def write_summary(run_dir: Path, seed_source: str, seed_name: str, evaluated: list[Evaluated]) -> None:
+def write_summary(run_dir: Path, settings: RunSettings, evaluated: list[Evaluated]) -> None:
     rows = [TSV_COLUMNS] + tsv_rows(evaluated)
     _write(run_dir / "results.tsv", "".join("\t".join(cell.replace("\t", " ") for cell in row) + "\n" for row in rows))
-    report = best_report(seed_source, seed_name, evaluated)
-    if report is not None:
-        _write(run_dir / "best.py", best_of(evaluated).candidate.code)
-        _write(run_dir / "best.diff", report)
+    best = best_of(evaluated)
+    if best is not None:
+        _write(run_dir / "best.py", explain(best.candidate, best.result, seed_of(evaluated)) + reproduction(settings) + best.candidate.code)
+        _write(run_dir / "best.diff", best_report(settings, evaluated))
 
 
 def _write(path: Path, text: str) -> None:
@@ -122,13 +160,16 @@ def summary(evaluated: list[Evaluated]) -> dict:
     }
 
 
-def format_status(run_dir: Path, evaluated: list[Evaluated], mutator_failures: dict[str, int], fame: int = 5) -> str:
+def format_status(
+    run_dir: Path, evaluated: list[Evaluated], mutator_failures: dict[str, int], fame: int = 5,
+    state: str | None = None, planned: int | None = None,
+) -> str:
+    """What `status` and the end of `evolve` print; state and planned come from the caller, which knows the driver."""
     s = summary(evaluated)
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(s["statuses"].items())) or "none yet"
-    lines = [
-        f"run:              {run_dir}",
+    lines = [f"run:              {run_dir}"] + ([f"state:            {state}"] if state else []) + [
         f"generation:       {s['generation']}",
-        f"evaluations:      {s['evaluations']} ({statuses})",
+        f"evaluations:      {s['evaluations']}{'' if planned is None else f' of {planned} planned'} ({statuses})",
         f"seed val_bpb:     {'-' if s['seed_val_bpb'] is None else format(s['seed_val_bpb'], '.6f')}",
     ]
     if s["best"] is not None:

@@ -2,24 +2,32 @@
 
 A run is replayed from its settings and seed, so everything that can change
 which programs are made or how they score is recorded when the run starts:
-the seed program, the search options, the measurement, the limits, the
-mutators that were installed, the corpus's content, and the Python and
-evocode versions (the program hash depends on Python's `ast`). Continuing a
-run under anything else would silently make another run; it is refused with
-a line that says what differs.
+the seed program, the search options, the measurement, the limits, and, by
+content rather than by name, the installation: a hash of each mutator's
+module source (a plugin edited in place is another plugin), the corpus's
+content, and the versions of Python (the program hash depends on its `ast`),
+evocode, torch, numpy, libcst and deap. Continuing a run under anything else
+would silently make another run; it is refused with a line that says what
+differs, unless forced, and a forced continuation is recorded in the store.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import os
 import platform
+import sys
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Sequence
 
 import evocode
 from evocode.data import CorpusError, corpus_of, load_corpus, prepare_corpus
 from evocode.evaluation.runner import Limits
 from evocode.executors.local import Slots
+from evocode.mutation import Mutator
 from evocode.spec import EvalSpec
 from evocode.store import RunStore
 
@@ -94,30 +102,90 @@ class SettingsMismatch(ValueError):
     """The run directory holds a run that these settings would not continue faithfully."""
 
 
-def start_or_continue(store: RunStore, settings: RunSettings, mutator_names: list[str]) -> RunSettings:
-    """A new run records its settings; a stored run keeps its own, and may only be given more generations."""
-    facts = {
-        "mutators": mutator_names,
+# Packages whose version can change a candidate's score or the code the mutators write.
+PINNED_PACKAGES = ("torch", "numpy", "libcst", "deap")
+
+
+def installation(settings: RunSettings, mutators: Sequence[Mutator]) -> dict:
+    """What a run's results depend on besides its settings, by content: each mutator's module source, the corpus, versions."""
+    return {
+        "mutators": {m.name: mutator_fingerprint(m) for m in mutators},
+        "mutator_files": {m.name: _module_file(m) for m in mutators},
         "python": ".".join(platform.python_version_tuple()[:2]),
         "evocode": evocode.__version__,
+        "packages": {name: _version(name) for name in PINNED_PACKAGES},
         "corpus": corpus_of(settings.spec.corpus_dir).fingerprint,
     }
+
+
+def mutator_fingerprint(mutator: Mutator) -> str:
+    """A hash of the source of the module that defines the mutator's class: an edit anywhere in a plugin changes it."""
+    path = _module_file(mutator)
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path else "no source file"
+
+
+def _module_file(mutator: Mutator) -> str | None:
+    module = sys.modules.get(type(mutator).__module__)
+    return getattr(module, "__file__", None)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def start_or_continue(store: RunStore, settings: RunSettings, mutators: Sequence[Mutator]) -> RunSettings:
+    """A new run records its settings and installation; a stored run keeps its own, and may only be given more generations."""
     stored = store.get("settings")
     if stored is None:
-        store.put_all({"settings": settings.to_json(), **facts})
+        store.put_all({"settings": settings.to_json(), **installation(settings, mutators)})
         return settings
     previous = RunSettings.from_json(stored)
     differing = _differences(_comparable(previous), _comparable(settings))
-    differing += [key for key, value in facts.items() if store.get(key) != value]
     if differing:
         raise SettingsMismatch(
             f"{store.directory} holds a run with other settings ({', '.join(differing)}); continue it with "
-            f"`python -m evocode resume {store.directory}` on the installation and data it started with, or start a new run with another --name"
+            f"`python -m evocode resume {store.directory}`, or start a new run with another --name"
         )
+    pin(store, settings, mutators, force=False)
     generations = max(previous.config.generations, settings.config.generations)
     continued = replace(previous, config=replace(previous.config, generations=generations), spec=settings.spec)
     store.put("settings", continued.to_json())
     return continued
+
+
+def pin(store: RunStore, settings: RunSettings, mutators: Sequence[Mutator], force: bool) -> None:
+    """Refuse to continue a run under another installation, naming what differs; forced, record that it was."""
+    now = installation(settings, mutators)
+    stored = {key: store.get(key) for key in now}
+    compared = [key for key in now if key != "mutator_files"]  # where a mutator lives is for the message, not the pin
+    differing = [_explain(key, stored, now) for key in _differences({k: stored[k] for k in compared}, {k: now[k] for k in compared})]
+    if not differing:
+        return
+    if not force:
+        raise SettingsMismatch(
+            f"{store.directory} was started under another installation ({'; '.join(differing)}); resume it where it "
+            f"started, or pass --force to continue knowingly (the run records it)"
+        )
+    forced = (store.get("forced") or []) + [{"at": time.time(), "differences": differing}]
+    store.put_all({**now, "forced": forced})
+
+
+def _explain(key: str, stored: dict, now: dict) -> str:
+    """One difference in words: which mutator's code, which package's version."""
+    group, _, name = key.partition(".")
+    if group == "mutators" and name:
+        old, new = stored["mutators"] or {}, now["mutators"]
+        if name not in old:
+            return f"mutator {name} was not in the run"
+        if name not in new:
+            return f"mutator {name} is missing"
+        return f"mutator {name}'s code changed ({now['mutator_files'].get(name) or 'no source file'})"
+    old = stored.get(group) if not name else (stored.get(group) or {}).get(name)
+    new = now.get(group) if not name else now[group].get(name)
+    return f"{key} {old} → {new}"
 
 
 def stored_settings(run_dir: Path) -> RunSettings | None:

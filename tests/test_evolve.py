@@ -7,6 +7,7 @@ steps, so a whole run takes seconds.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -73,7 +74,27 @@ def test_the_run_directory_holds_store_results_and_the_best_program(reference_ru
     assert rows[0].split("\t")[:5] == ["commit", "val_bpb", "memory_gb", "status", "description"]
     assert len(rows) == 1 + len(history(reference_run))
     best = min((r for r in history(reference_run) if r[2] == "ok"), key=lambda r: r[3])
-    assert (reference_run / "best.py").read_text() == (reference_run / "candidates" / f"{best[0]}.py").read_text()
+    header, code = split_header((reference_run / "best.py").read_text())
+    assert code == (reference_run / "candidates" / f"{best[0]}.py").read_text()
+    assert header[0].startswith(f"# {best[0]}: val_bpb {best[3]:.6f}")
+
+
+def split_header(text: str) -> tuple[list[str], str]:
+    """best.py's comment header (its lines) and the program below it."""
+    lines = text.splitlines(keepends=True)
+    count = next(i for i, line in enumerate(lines) if not line.startswith("# "))
+    return [line.rstrip("\n") for line in lines[:count]], "".join(lines[count:])
+
+
+def test_the_command_in_best_py_reproduces_the_best_score_exactly(reference_run):
+    header, _ = split_header((reference_run / "best.py").read_text())
+    (command,) = [line.split(": ", 1)[1] for line in header if line.startswith("# reproduce (in the run directory): ")]
+    assert command.startswith("python -m evocode eval best.py ")
+    done = subprocess.run([sys.executable, *shlex.split(command)[1:]], cwd=reference_run, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    best = min((r for r in history(reference_run) if r[2] == "ok"), key=lambda r: r[3])
+    assert f"val_bpb:          {best[3]:.6f}" in done.stdout.splitlines()
 
 
 def test_the_same_seed_gives_the_same_run(reference_run, tiny_spec, tmp_path):
@@ -166,7 +187,8 @@ def test_the_timeout_follows_the_seed_when_not_given(reference_run):
 def test_status_and_best_report_the_run(reference_run):
     status = subprocess.run([sys.executable, "-m", "evocode", "status", str(reference_run)], capture_output=True, text=True)
     assert status.returncode == 0
-    assert "evaluations:      8" in status.stdout and "hall of fame:" in status.stdout
+    assert "evaluations:      8 of 8 planned" in status.stdout and "hall of fame:" in status.stdout
+    assert "\nstate:            finished\n" in status.stdout
     best = subprocess.run([sys.executable, "-m", "evocode", "best", str(reference_run)], capture_output=True, text=True)
     assert best.returncode == 0
     assert best.stdout.startswith("# g") and "val_bpb" in best.stdout

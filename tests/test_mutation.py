@@ -129,8 +129,19 @@ def test_a_module_spec_names_a_mutator_class(monkeypatch):
 
 
 def test_a_spec_that_is_not_a_mutator_is_rejected():
-    with pytest.raises(TypeError, match="not a Mutator"):
+    with pytest.raises(ValueError, match="not a Mutator"):
         load_spec("evocode.genome:Edit")
+
+
+def test_builtin_selects_the_shipped_mutators_and_a_plugin_joins_them_in_one_word():
+    builtins = select_mutators(["builtin"])
+    assert builtins and all(e.source.startswith("built-in mutators.") for e in builtins)
+    with_plugin = select_mutators(["builtin", f"{PLUGINS / 'misbehaving.py'}:Raises"])
+    assert [e.mutator.name for e in with_plugin] == sorted([e.mutator.name for e in builtins] + ["raises"])
+
+
+def test_all_selects_every_registered_mutator():
+    assert [e.mutator.name for e in select_mutators(["all"])] == [e.mutator.name for e in select_mutators()]
 
 
 def test_a_plugin_may_not_reuse_a_builtin_name():
