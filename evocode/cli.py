@@ -89,6 +89,12 @@ def gpus_from_args(args: argparse.Namespace) -> tuple[str, ...]:
     return gpus
 
 
+def default_population(slots: Slots, elite: int) -> int:
+    """The default population, grown so that each generation has a child for every slot (an elite too big stays an error)."""
+    default = EvolveConfig.population
+    return default if elite >= default else max(default, slots.count + elite)
+
+
 def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("eval", help="train and score one script under the harness")
     p.add_argument("script", type=script_file)
@@ -228,7 +234,7 @@ def run_evolve(args: argparse.Namespace) -> int:
         return _fail(str(e))
     gpus = gpus_from_args(args)
     slots = Slots(args.workers, gpus, args.per_gpu, args.cold)
-    population = args.population or max(EvolveConfig.population, slots.count + args.elite)
+    population = args.population or default_population(slots, args.elite)
     check_population(population, args.elite, args.tournament, vars(EvolveConfig()))
     config = EvolveConfig(
         population=population, generations=args.generations, tournament=args.tournament, elite=args.elite,

@@ -12,6 +12,7 @@ store's `run` table, for people and for `runs`.
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,10 +110,15 @@ def describe_runs(directory: Path) -> str:
     """One row per run directory directly under `directory`, the most recently active last; "" when there is none."""
     rows = []
     for run_dir in sorted(p for p in directory.iterdir() if holds_run(p)):
-        with RunStore.reader(run_dir) as store:
-            settings = RunSettings.from_json(store.get("settings"))
-            state = run_state(run_dir, store, settings)
-            s = summary(store.evaluated())
+        try:
+            with RunStore.reader(run_dir) as store:
+                settings = RunSettings.from_json(store.get("settings"))
+                state = run_state(run_dir, store, settings)
+                s = summary(store.evaluated())
+        except (TypeError, KeyError, ValueError, sqlite3.Error) as e:
+            # Made by another evocode version, or damaged: listed, not a traceback for the whole list.
+            rows.append((0.0, (run_dir.name, f"unreadable ({type(e).__name__})", "-", "-", "-", "-", "-")))
+            continue
         rows.append((state.last_activity or 0.0, (
             run_dir.name,
             state.state if state.pid is None else f"running ({state.pid})",

@@ -36,8 +36,13 @@ def best_edits(run_dir):
 
 
 def test_the_last_commit_holds_exactly_best_py(finished_run, exported):
+    """best.py is the program under a header of comments (its score, edits and how to reproduce it)."""
     assert git(exported, "status", "--porcelain") == ""
-    assert git(exported, "show", "HEAD:train.py") == (finished_run / "best.py").read_text()
+    program = git(exported, "show", "HEAD:train.py")
+    best = (finished_run / "best.py").read_text()
+    header = best[: len(best) - len(program)]
+    assert best.endswith(program)
+    assert all(line.startswith("#") for line in header.splitlines())
 
 
 def test_there_is_one_commit_per_edit_after_the_seed_in_edit_order(finished_run, exported):

@@ -158,3 +158,12 @@ def test_a_resume_after_a_plugin_was_edited_is_refused_naming_it_and_forced_it_g
         (record,) = store.get("forced")
         assert record["differences"] == [f"mutator wider_mlp's code changed ({plugin})"]
         assert len(store.evaluated()) == 3 + 1
+
+
+def test_runs_lists_a_run_it_cannot_read_instead_of_failing(tmp_path):
+    """A run made by another evocode version (settings this one does not know) is one row, not a traceback."""
+    with RunStore(tmp_path / "foreign") as store:
+        store.put("settings", {"config": {"a_future_option": 1}})
+    done = subprocess.run([sys.executable, "-m", "evocode", "runs", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "foreign" in done.stdout and "unreadable" in done.stdout

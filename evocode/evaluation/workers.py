@@ -21,6 +21,7 @@ import select
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,11 +43,13 @@ class ForkServer:
     """One `python -m evocode.evaluation.forkserver` process and its request pipe."""
 
     def __init__(self, threads: int) -> None:
+        # A file, not a pipe: warnings the server prints over a long run must never fill a pipe and block it.
+        self.errors = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "evocode.evaluation.forkserver"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self.errors,
             env=server_env(threads),
         )
 
@@ -94,12 +97,9 @@ class ForkServer:
             _wait_gone(child)
 
     def _last_words(self) -> str:
-        lines = self.process.stderr.read().decode(errors="replace").strip().splitlines()
+        self.errors.seek(0)
+        lines = self.errors.read().decode(errors="replace").strip().splitlines()
         return lines[-1] if lines else f"exit status {self.process.returncode}"
-
-    def close(self) -> None:
-        self.process.stdin.close()
-        self._stop(None)
 
 
 def _wait_gone(pid: int, within_s: float = 10.0) -> None:

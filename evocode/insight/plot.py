@@ -11,13 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-
-from evocode.outputs import tsv_rows  # noqa: E402
-from evocode.store import Evaluated  # noqa: E402
+from evocode.outputs import tsv_rows
+from evocode.store import Evaluated
 
 # Annotations longer than this are cut: the plot shows which edits, best.diff shows them whole.
 _LABEL_CHARS = 48
@@ -42,6 +37,12 @@ def _label(text: str) -> str:
 def plot_progress(evaluated: list[Evaluated], path: Path) -> None:
     """Write the progress plot of these evaluations (in results.tsv order) to path as a PNG."""
     kept, discarded = progress_points(evaluated)
+    # Imported here: pyplot costs a second and a half, which every other command would pay.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(14, 7), dpi=100)
     if discarded:
         xs, ys = zip(*discarded)
