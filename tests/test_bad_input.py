@@ -98,6 +98,18 @@ CASES = [
     (["runs", "missing_dir"], "missing_dir is not a directory"),
     (["runs", "afile"], "afile is not a directory"),
     (["resume", "adir", "--generations", "-2"], "adir holds no evocode run"),
+    # where candidates run
+    (["evolve", SEED, "--gpus", "first"], "--gpus"),
+    (["evolve", SEED, "--per-gpu", "0"], "--per-gpu"),
+    # what a finished run is turned into
+    (["report", "adir"], "adir holds no evocode run"),
+    (["export", "adir", "--git", "out"], "adir holds no evocode run"),
+    (["export"], "RUNDIR"),
+    (["distill", "stuff"], "stuff holds no evocode run"),
+    (["distill", "--seeds", "0", "adir"], "--seeds"),
+    (["distill", "--transfer-data", "binary.bin", "adir"], "--transfer-data"),
+    (["add", "adir", "missing.py"], "adir holds no evocode run"),
+    (["add"], "RUNDIR"),
 ]
 
 
