@@ -16,6 +16,7 @@ import sys
 import time
 
 import pytest
+from joblib.externals.loky import get_reusable_executor
 
 from conftest import REPO, SEED_SCRIPT, unfinished_copy
 from evocode.executors.local import Slots
@@ -37,7 +38,8 @@ SEEDS = (1, 2, 3)
 def synthetic(tiny_spec, limits, tmp_path_factory):
     with RunStore(tmp_path_factory.mktemp("synthetic")) as store:
         measurements = Measurements(store, Slots(2))
-        return distill(BAD_SEED, (NEUTRAL, FIX_LR), measurements, SEEDS, Condition(tiny_spec, limits), ())
+        yield distill(BAD_SEED, (NEUTRAL, FIX_LR), measurements, SEEDS, Condition(tiny_spec, limits), ())
+    get_reusable_executor().shutdown(wait=True)  # its idle workers would count as leftovers of later tests' candidates
 
 
 def test_the_minimal_set_keeps_the_helpful_edit_and_drops_the_neutral_one(synthetic):
