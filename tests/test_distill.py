@@ -22,6 +22,7 @@ from conftest import REPO, SEED_SCRIPT, unfinished_copy
 from evocode.executors.local import Slots
 from evocode.genome import Edit, apply_edits, code_hash
 from evocode.insight.distill import distill
+from evocode.insight.distill_run import DistillOptions, transfers
 from evocode.insight.measurements import Condition, Measurements
 from evocode.insight.simplify import simplify_edits
 from evocode.store import RunStore
@@ -153,3 +154,13 @@ def test_distill_on_an_unfinished_run_is_a_one_line_error_that_says_resume(finis
 def test_distill_needs_three_seeds_or_more(finished_run):
     result = evocode("distill", str(finished_run), "--seeds", "2")
     assert result.returncode == 2 and "--seeds must be at least 3" in result.stderr
+
+
+def test_transfer_is_checked_at_four_times_the_budget_and_on_another_corpus_when_given(tiny_spec, limits, tmp_path):
+    text = tmp_path / "other.txt"
+    text.write_text("".join(f"line {i}: the quick brown fox jumps over the lazy dog\n" for i in range(4000)))
+    base = Condition(tiny_spec, limits)
+    bigger, other = transfers(base, DistillOptions(transfer_data=text))
+    assert (bigger.condition.spec.budget, bigger.condition.limits.timeout_s) == (4 * tiny_spec.budget, 4 * limits.timeout_s)
+    assert bigger.condition.corpus == base.corpus
+    assert other.condition.spec.budget == tiny_spec.budget and other.condition.corpus != base.corpus
