@@ -147,3 +147,8 @@ def unfinished_copy(run_dir: Path, destination: Path) -> Path:
     with sqlite3.connect(destination / "evocode.db") as db:
         db.execute("DELETE FROM generations WHERE number = (SELECT max(number) FROM generations)")
     return destination
+
+
+def error_lines(stderr: str) -> list[str]:
+    """What a command said was wrong: its stderr less argparse's usage line and that line's indented continuations."""
+    return [line for line in stderr.splitlines() if not line.startswith(("usage:", " "))]

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, SEED_SCRIPT, TINY_RUN
+from conftest import REPO, SEED_SCRIPT, TINY_RUN, error_lines
 from evocode.genome import PROGRAM_SITE, Genome, edits_from_json
 from evocode.store import RunStore
 
@@ -57,11 +57,11 @@ def test_the_variant_takes_a_childs_place_not_an_extra_one(continued):
 
 def test_a_program_the_run_already_has_is_refused_in_one_line(finished_run):
     result = evocode("add", str(finished_run), str(SEED_SCRIPT))
-    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "already has this program" in result.stderr
+    assert result.returncode == 2 and len(error_lines(result.stderr)) == 1 and "already has this program" in result.stderr
 
 
 def test_a_variant_that_does_not_parse_is_refused_in_one_line(finished_run, tmp_path):
     broken = tmp_path / "broken.py"
     broken.write_text("def f(:\n")
     result = evocode("add", str(finished_run), str(broken))
-    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "does not parse" in result.stderr
+    assert result.returncode == 2 and len(error_lines(result.stderr)) == 1 and "does not parse" in result.stderr

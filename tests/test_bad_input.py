@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SEED_SCRIPT
+from conftest import REPO, SEED_SCRIPT, error_lines
 from evocode.options import mutator_item
 
 SEED = str(SEED_SCRIPT)
@@ -146,7 +146,7 @@ def test_bad_input_is_one_line_naming_it_with_status_2_and_leaves_nothing(worksp
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     # argparse's usage lines (the first, and its indented continuations) may come before the error line.
-    lines = [line for line in done.stderr.splitlines() if not line.startswith(("usage:", " "))]
+    lines = error_lines(done.stderr)
     assert len(lines) == 1, done.stderr
     assert names in lines[0]
     assert tree(workspace) == before

@@ -16,11 +16,13 @@ import sys
 import time
 
 import pytest
+from joblib.externals.loky import get_reusable_executor
 
-from conftest import REPO, SEED_SCRIPT, unfinished_copy
+from conftest import REPO, SEED_SCRIPT, error_lines, unfinished_copy
 from evocode.executors.local import Slots
 from evocode.genome import Edit, apply_edits, code_hash
 from evocode.insight.distill import distill
+from evocode.insight.distill_run import DistillOptions, transfers
 from evocode.insight.measurements import Condition, Measurements
 from evocode.insight.simplify import simplify_edits
 from evocode.store import RunStore
@@ -37,7 +39,8 @@ SEEDS = (1, 2, 3)
 def synthetic(tiny_spec, limits, tmp_path_factory):
     with RunStore(tmp_path_factory.mktemp("synthetic")) as store:
         measurements = Measurements(store, Slots(2))
-        return distill(BAD_SEED, (NEUTRAL, FIX_LR), measurements, SEEDS, Condition(tiny_spec, limits), ())
+        yield distill(BAD_SEED, (NEUTRAL, FIX_LR), measurements, SEEDS, Condition(tiny_spec, limits), ())
+    get_reusable_executor().shutdown(wait=True)  # its idle workers would count as leftovers of later tests' candidates
 
 
 def test_the_minimal_set_keeps_the_helpful_edit_and_drops_the_neutral_one(synthetic):
@@ -139,15 +142,25 @@ def test_a_finished_distill_run_again_trains_nothing(killed_and_rerun):
 
 def test_distill_on_a_directory_without_a_run_is_a_one_line_error(tmp_path):
     result = evocode("distill", str(tmp_path))
-    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "holds no evocode run" in result.stderr
+    assert result.returncode == 2 and len(error_lines(result.stderr)) == 1 and "holds no evocode run" in result.stderr
 
 
 def test_distill_on_an_unfinished_run_is_a_one_line_error_that_says_resume(finished_run, tmp_path):
     run_dir = unfinished_copy(finished_run, tmp_path / "killed")
     result = evocode("distill", str(run_dir))
-    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "evocode resume" in result.stderr
+    assert result.returncode == 2 and len(error_lines(result.stderr)) == 1 and "evocode resume" in result.stderr
 
 
 def test_distill_needs_three_seeds_or_more(finished_run):
     result = evocode("distill", str(finished_run), "--seeds", "2")
     assert result.returncode == 2 and "--seeds must be at least 3" in result.stderr
+
+
+def test_transfer_is_checked_at_four_times_the_budget_and_on_another_corpus_when_given(tiny_spec, limits, tmp_path):
+    text = tmp_path / "other.txt"
+    text.write_text("".join(f"line {i}: the quick brown fox jumps over the lazy dog\n" for i in range(4000)))
+    base = Condition(tiny_spec, limits)
+    bigger, other = transfers(base, DistillOptions(transfer_data=text))
+    assert (bigger.condition.spec.budget, bigger.condition.limits.timeout_s) == (4 * tiny_spec.budget, 4 * limits.timeout_s)
+    assert bigger.condition.corpus == base.corpus
+    assert other.condition.spec.budget == tiny_spec.budget and other.condition.corpus != base.corpus

@@ -9,7 +9,7 @@ import sys
 import pytest
 from matplotlib import image
 
-from conftest import REPO, unfinished_copy
+from conftest import REPO, error_lines, unfinished_copy
 from evocode.outputs import best_of
 from evocode.store import RunStore
 
@@ -78,7 +78,7 @@ def test_the_report_renders_in_headless_chromium(finished_run, tmp_path):
 def test_report_on_a_directory_without_a_run_is_a_one_line_error(tmp_path):
     result = evocode("report", str(tmp_path))
     assert result.returncode == 2
-    message = [line for line in result.stderr.splitlines() if not line.startswith(("usage:", " "))]
+    message = error_lines(result.stderr)
     assert len(message) == 1 and "holds no evocode run" in message[0]
 
 
@@ -86,4 +86,4 @@ def test_report_on_an_unfinished_run_is_a_one_line_error_that_says_resume(finish
     run_dir = unfinished_copy(finished_run, tmp_path / "killed")
     result = evocode("report", str(run_dir))
     assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0 and f"evocode resume {run_dir}" in result.stderr
+    assert len(error_lines(result.stderr)) == 1 and f"evocode resume {run_dir}" in result.stderr

@@ -42,11 +42,15 @@ def ancestry(by_id: Mapping[str, Evaluated], candidate_id: str) -> Ancestor:
         if cid in shown:
             return Ancestor(e, (), (), repeated=True)
         shown.add(cid)
-        inherited = {edit for p in e.candidate.parents if p in by_id for edit in edits_from_json(by_id[p].candidate.genome)}
-        new = tuple(edit for edit in edits_from_json(e.candidate.genome) if edit not in inherited)
-        return Ancestor(e, new, tuple(node(p) for p in e.candidate.parents if p in by_id))
+        return Ancestor(e, new_edits(by_id, e), tuple(node(p) for p in e.candidate.parents if p in by_id))
 
     return node(candidate_id)
+
+
+def new_edits(by_id: Mapping[str, Evaluated], e: Evaluated) -> tuple[Edit, ...]:
+    """The edits of e that none of its parents had: what this step of the search tried."""
+    inherited = {edit for p in e.candidate.parents if p in by_id for edit in edits_from_json(by_id[p].candidate.genome)}
+    return tuple(edit for edit in edits_from_json(e.candidate.genome) if edit not in inherited)
 
 
 @dataclass(frozen=True)

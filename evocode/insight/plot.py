@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from evocode.insight.lineage import new_edits
 from evocode.outputs import tsv_rows
 from evocode.store import Evaluated
 
@@ -18,13 +19,24 @@ from evocode.store import Evaluated
 _LABEL_CHARS = 48
 
 
+def _what_it_tried(by_id: dict[str, Evaluated], e: Evaluated) -> str:
+    """A kept point's label: the edits it added over its parents (a crossover may add none: then it says so)."""
+    added = "; ".join(edit.description for edit in new_edits(by_id, e))
+    if added:
+        return added
+    if e.candidate.origin == "crossover":
+        return "crossover of " + " × ".join(e.candidate.parents)
+    return e.candidate.description  # the seed
+
+
 def progress_points(evaluated: list[Evaluated]) -> tuple[list[tuple[int, float, str]], list[tuple[int, float]]]:
     """(kept, discarded) points: (experiment number, val_bpb[, label]) for every successful experiment."""
+    by_id = {e.candidate.id: e for e in evaluated}
     kept, discarded = [], []
     for number, (e, row) in enumerate(zip(evaluated, tsv_rows(evaluated))):
         status = row[3]
         if status == "keep":
-            kept.append((number, e.result.val_bpb, e.candidate.description))
+            kept.append((number, e.result.val_bpb, _what_it_tried(by_id, e)))
         elif status == "discard":
             discarded.append((number, e.result.val_bpb))
     return kept, discarded
