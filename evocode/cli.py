@@ -18,6 +18,7 @@ from evocode.genome import Genome
 from evocode.mutation import describe_mutators, describe_variant, load_mutators, sample_variants, select_mutators
 from evocode.outputs import best_report, format_status
 from evocode.progress import Progress
+from evocode.search.credit import format_what_helped, what_helped_rows
 from evocode.settings import MIN_TIMEOUT_S, TIMEOUT_FACTOR, EvolveConfig, RunSettings, stored_settings
 from evocode.spec import DEFAULT_BUDGET, DEFAULT_CONTEXT_LENGTH, DEFAULT_EVAL_TOKENS, EvalSpec
 from evocode.store import RunLocked, RunStore
@@ -136,6 +137,7 @@ def add_evolve_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--run-dir", type=Path, default=None, help="where the run lives (default runs/NAME)")
     p.add_argument("--name", default=None, help="name of the run directory under runs/ (default SCRIPT-DATE-TIME)")
     p.add_argument("--no-progress", action="store_true", help="no live progress line")
+    p.add_argument("--no-credit", action="store_true", help="draw mutators uniformly instead of by what helped so far")
     add_spec_options(p)
     p.set_defaults(run=run_evolve)
     for name, run, text in (
@@ -157,7 +159,7 @@ def run_evolve(args: argparse.Namespace) -> int:
         return _fail(str(e))
     config = EvolveConfig(
         population=args.population, generations=args.generations, tournament=args.tournament, elite=args.elite,
-        cx=args.cx, workers=args.workers, seed=args.seed, mutators=tuple(args.mutators),
+        cx=args.cx, workers=args.workers, seed=args.seed, mutators=tuple(args.mutators), credit=not args.no_credit,
     )
     threads = max(1, (os.cpu_count() or 1) // config.workers)
     settings = RunSettings(
@@ -196,7 +198,8 @@ def _run(settings: RunSettings, run_dir: Path, progress: bool) -> int:
 
 def _status(run_dir: Path, evaluated: list) -> str:
     with RunStore.reader(run_dir) as store:
-        return format_status(run_dir, evaluated, store.event_counts("mutator-failed"))
+        status = format_status(run_dir, evaluated, store.event_counts("mutator-failed"))
+    return status + "\n" + format_what_helped(what_helped_rows(evaluated))
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -220,12 +223,28 @@ def run_best(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_what_helped_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("what-helped", help="per mutator (or mutator and site): tries, mean paired Δ, share improved")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--sites", action="store_true", help="one row per mutator and site")
+    p.set_defaults(run=run_what_helped)
+
+
+def run_what_helped(args: argparse.Namespace) -> int:
+    if stored_settings(args.run_dir) is None:
+        return _fail(f"{args.run_dir} holds no evocode run")
+    with RunStore.reader(args.run_dir) as store:
+        print(format_what_helped(what_helped_rows(store.evaluated(), per_site=args.sites)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evocode", description="Evolve a training script by editing its source code.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_eval_parser(subparsers)
     add_mutate_parser(subparsers)
     add_evolve_parsers(subparsers)
+    add_what_helped_parser(subparsers)
     return parser
 
 

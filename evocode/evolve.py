@@ -22,6 +22,7 @@ from evocode.executors.local import Job, evaluate_many
 from evocode.genome import Genome, edits_from_json, edits_to_json
 from evocode.mutation import Mutator, mutate
 from evocode.outputs import write_candidate, write_summary
+from evocode.search.credit import mutator_weights, trials
 from evocode.search.selection import Individual, next_population, tournament
 from evocode.settings import EvolveConfig, RunSettings, derived_timeout, start_or_continue, with_timeout
 from evocode.store import Candidate, Evaluated, RunStore
@@ -95,6 +96,7 @@ def breed(store: RunStore, settings: RunSettings, mutators: list[Mutator], popul
     rng = np.random.default_rng([config.seed, generation])
     known = store.code_hashes()
     seed = Genome(settings.seed_source)
+    draw = weights_drawer(store, config, mutators)
     brood: list[Candidate] = []
     events: list[tuple[int, str, str]] = []
     if generation == 0:
@@ -105,9 +107,9 @@ def breed(store: RunStore, settings: RunSettings, mutators: list[Mutator], popul
         if len(brood) == target:
             break
         if generation == 0:
-            genome, origin, parents = _mutant(events, seed, mutators, rng, generation), "mutation", (SEED_ID,)
+            genome, origin, parents = _mutant(events, seed, mutators, rng, generation, draw(rng)), "mutation", (SEED_ID,)
         else:
-            genome, origin, parents = vary(events, seed, population, mutators, config, rng, generation)
+            genome, origin, parents = vary(events, seed, population, mutators, config, rng, generation, draw)
         if genome.code_hash in known:
             continue
         known.add(genome.code_hash)
@@ -116,9 +118,18 @@ def breed(store: RunStore, settings: RunSettings, mutators: list[Mutator], popul
     return brood
 
 
+def weights_drawer(store: RunStore, config: EvolveConfig, mutators: list[Mutator]) -> Callable[[np.random.Generator], np.ndarray | None]:
+    """How each mutant weighs the mutators: by the credit of every pair evaluated so far, or uniformly when credit is off."""
+    if not config.credit:
+        return lambda rng: None
+    evidence = trials(store.evaluated())
+    names = [m.name for m in mutators]
+    return lambda rng: mutator_weights(names, evidence, rng)
+
+
 def vary(
     events: list[tuple[int, str, str]], seed: Genome, population: list[Individual], mutators: list[Mutator],
-    config: EvolveConfig, rng: np.random.Generator, generation: int,
+    config: EvolveConfig, rng: np.random.Generator, generation: int, draw: Callable[[np.random.Generator], np.ndarray | None],
 ) -> tuple[Genome, str, tuple[str, ...]]:
     """One child: crossover of two tournament winners with probability cx, else a mutant of one."""
     if rng.random() < config.cx and len(population) >= 2:
@@ -129,12 +140,15 @@ def vary(
             events.append((generation, "crossover-fallback", f"{a.id} x {b.id}: {len(info.dropped)} edits dropped, fallback={info.fallback}"))
         return child, "crossover", (a.id, b.id)
     (parent,) = tournament(population, 1, config.tournament, rng)
-    return _mutant(events, _genome(seed, parent), mutators, rng, generation), "mutation", (parent.id,)
+    return _mutant(events, _genome(seed, parent), mutators, rng, generation, draw(rng)), "mutation", (parent.id,)
 
 
-def _mutant(events: list[tuple[int, str, str]], genome: Genome, mutators: list[Mutator], rng: np.random.Generator, generation: int) -> Genome:
+def _mutant(
+    events: list[tuple[int, str, str]], genome: Genome, mutators: list[Mutator], rng: np.random.Generator, generation: int,
+    weights: np.ndarray | None,
+) -> Genome:
     """One or more new edits: half the children take one step, a quarter two, and so on (geometric, capped)."""
-    outcome = mutate(genome, mutators, rng, n_edits=min(int(rng.geometric(0.5)), _MAX_EDITS_PER_MUTATION))
+    outcome = mutate(genome, mutators, rng, n_edits=min(int(rng.geometric(0.5)), _MAX_EDITS_PER_MUTATION), weights=weights)
     for failure in outcome.failures:
         events.append((generation, "mutator-failed", f"{failure.mutator}: {failure.error}"))
     return outcome.genome

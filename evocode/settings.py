@@ -36,6 +36,7 @@ class EvolveConfig:
     per_gpu: int = 1
     seed: int = 0
     mutators: tuple[str, ...] = ()
+    credit: bool = True  # draw mutators by what helped so far (evocode.search.credit), not uniformly
 
     def __post_init__(self) -> None:
         if self.population < 2:

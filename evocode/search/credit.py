@@ -1,0 +1,148 @@
+"""Credit: which mutators and sites helped, learned from paired differences, and drawing mutators by it.
+
+The unit of evidence is a pair: a mutant and its parent trained on the same
+evaluation seed. Its Δ = parent's val_bpb − child's (positive: the change
+helped) is far less noisy than either score, because both programs share
+batches and initialization. Each of the child's new edits (those its parent
+did not have) is credited with the pair's Δ; a child that failed (crash,
+timeout, ...) is a try that did not improve. Crossover children are not
+credited: what changed is a recombination, not a mutator's edit.
+
+Credit is derived from the stored evaluations and lineage, never stored
+beside them, so a resumed run computes exactly the credit the uninterrupted
+run had, and `status` and `what-helped` read it from any run directory.
+
+Drawing is Thompson sampling over mutators on the share of tries that
+improved (Beta(1 + improved, 1 + not improved) per mutator): the mutator with
+the highest draw is tried first, and with an exploration floor every mutator
+keeps at least floor / M chance of going first, so no operator dies for good.
+The draws come from the generation's generator only, so runs replay.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from evocode.genome import Edit, edits_from_json
+from evocode.store import Evaluated
+
+# Share of first picks spread uniformly over all mutators, whatever the credit says.
+EXPLORATION_FLOOR = 0.2
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One new edit of a mutant and what its pair showed: Δ, or None when the child failed."""
+
+    mutator: str
+    site: str
+    delta: float | None
+
+    @property
+    def improved(self) -> bool:
+        return self.delta is not None and self.delta > 0
+
+
+@dataclass(frozen=True)
+class Credit:
+    """What the tries of one mutator (or mutator × site) showed."""
+
+    label: str
+    tries: int
+    improved: int
+    mean_delta: float | None  # over the tries whose child trained; None when none did
+
+    @property
+    def share_improved(self) -> float:
+        return self.improved / self.tries if self.tries else 0.0
+
+
+def paired_delta(parent: Evaluated, child: Evaluated) -> float | None:
+    """Parent's val_bpb − child's, on the evaluation seed both were trained with; None when the child failed."""
+    if child.result.status != "ok" or child.result.seed != parent.result.seed:
+        return None
+    return parent.result.val_bpb - child.result.val_bpb
+
+
+def new_edits(parent: Evaluated, child: Evaluated) -> tuple[Edit, ...]:
+    """The edits the child added to its parent's (a mutant is its parent's edits, then its own)."""
+    inherited = edits_from_json(parent.candidate.genome)
+    edits = edits_from_json(child.candidate.genome)
+    if edits[: len(inherited)] == inherited:
+        return edits[len(inherited):]
+    return tuple(e for e in edits if e not in inherited)
+
+
+def trials(evaluated: Sequence[Evaluated]) -> list[Trial]:
+    """Every new edit of every evaluated mutant whose parent trained, with its pair's Δ."""
+    by_id = {e.candidate.id: e for e in evaluated}
+    found = []
+    for child in evaluated:
+        if child.candidate.origin != "mutation":
+            continue
+        parent = by_id.get(child.candidate.parents[0])
+        if parent is None or parent.result.status != "ok":
+            continue
+        delta = paired_delta(parent, child)
+        found += [Trial(edit.mutator, edit.site, delta) for edit in new_edits(parent, child)]
+    return found
+
+
+def credit_by(found: Sequence[Trial], key: Callable[[Trial], str]) -> dict[str, Credit]:
+    """The trials grouped by key (a mutator's name, or mutator and site), each group summed up."""
+    groups: dict[str, list[Trial]] = {}
+    for trial in found:
+        groups.setdefault(key(trial), []).append(trial)
+    return {label: _credit(label, group) for label, group in groups.items()}
+
+
+def _credit(label: str, group: list[Trial]) -> Credit:
+    deltas = [t.delta for t in group if t.delta is not None]
+    return Credit(label, len(group), sum(t.improved for t in group), statistics.mean(deltas) if deltas else None)
+
+
+def by_mutator(trial: Trial) -> str:
+    return trial.mutator
+
+
+def by_site(trial: Trial) -> str:
+    return f"{trial.mutator} @ {trial.site}"
+
+
+def mutator_weights(names: Sequence[str], found: Sequence[Trial], rng: np.random.Generator,
+                    floor: float = EXPLORATION_FLOOR) -> np.ndarray:
+    """Probabilities that each mutator goes first in a mutation step: one Thompson draw, with an exploration floor.
+
+    The mutator with the highest draw from its Beta posterior gets 1 − floor
+    on top of the floor / M that every mutator gets. mutate() tries the rest
+    in a weighted order, so when the favourite has no site another one acts.
+    """
+    credit = credit_by(found, by_mutator)
+    stats = [credit.get(name, Credit(name, 0, 0, None)) for name in names]
+    draws = [rng.beta(1 + c.improved, 1 + c.tries - c.improved) for c in stats]
+    weights = np.full(len(names), floor / len(names))
+    weights[int(np.argmax(draws))] += 1.0 - floor
+    return weights
+
+
+def what_helped_rows(evaluated: Sequence[Evaluated], per_site: bool = False) -> list[Credit]:
+    """The what-helped table: per mutator (or mutator × site), best mean paired Δ first; mutators never tried are absent."""
+    credit = credit_by(trials(evaluated), by_site if per_site else by_mutator)
+    return sorted(credit.values(), key=lambda c: (c.mean_delta is None, -(c.mean_delta or 0.0), c.label))
+
+
+def format_what_helped(rows: Sequence[Credit]) -> str:
+    """The table as `status` and `what-helped` print it; Δ is in bits per byte, positive means the edit helped."""
+    if not rows:
+        return "what helped:      no mutant has been compared with its parent yet"
+    width = max(len("mutator"), *(len(r.label) for r in rows))
+    lines = ["what helped (paired with the parent on the same evaluation seed):",
+             f"  {'mutator':<{width}}  tries  mean Δ bpb  improved"]
+    for r in rows:
+        delta = "-" if r.mean_delta is None else f"{r.mean_delta:+.4f}"
+        lines.append(f"  {r.label:<{width}}  {r.tries:>5}  {delta:>10}  {100 * r.share_improved:>7.0f}%")
+    return "\n".join(lines)
