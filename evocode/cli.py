@@ -138,6 +138,10 @@ def add_evolve_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default=None, help="name of the run directory under runs/ (default SCRIPT-DATE-TIME)")
     p.add_argument("--no-progress", action="store_true", help="no live progress line")
     p.add_argument("--no-credit", action="store_true", help="draw mutators uniformly instead of by what helped so far")
+    p.add_argument("--seeds", type=int, default=defaults.seeds,
+                   help="evaluation seeds an elite candidate is trained with at most; its fitness is their mean (default %(default)s; 1: off)")
+    p.add_argument("--precision", type=float, default=defaults.precision,
+                   help="stop re-evaluating a candidate once its mean's standard error is this small, in bits/byte (default: never before --seeds)")
     add_spec_options(p)
     p.set_defaults(run=run_evolve)
     for name, run, text in (
@@ -160,6 +164,7 @@ def run_evolve(args: argparse.Namespace) -> int:
     config = EvolveConfig(
         population=args.population, generations=args.generations, tournament=args.tournament, elite=args.elite,
         cx=args.cx, workers=args.workers, seed=args.seed, mutators=tuple(args.mutators), credit=not args.no_credit,
+        seeds=args.seeds, precision=args.precision,
     )
     threads = max(1, (os.cpu_count() or 1) // config.workers)
     settings = RunSettings(

@@ -23,6 +23,7 @@ from evocode.genome import Genome, edits_from_json, edits_to_json
 from evocode.mutation import Mutator, mutate
 from evocode.outputs import write_candidate, write_summary
 from evocode.search.credit import mutator_weights, trials
+from evocode.search.noise import next_round
 from evocode.search.selection import Individual, next_population, tournament
 from evocode.settings import EvolveConfig, RunSettings, derived_timeout, start_or_continue, with_timeout
 from evocode.store import Candidate, Evaluated, RunStore
@@ -53,6 +54,7 @@ def evolve(
             settings = with_timeout(settings, store.get("timeout_s"))
             evaluate_brood(store, settings, brood, run_dir, on_result)
             population = next_population(population, individuals(store, [c.id for c in brood]), settings.config.elite)
+            population = reevaluate_elite(store, settings, [ind.id for ind in population], run_dir)
             store.finish_generation(generation, [ind.id for ind in population])
         return store.evaluated()
 
@@ -165,6 +167,29 @@ def evaluate_brood(store: RunStore, settings: RunSettings, brood: list[Candidate
         write_candidate(run_dir, Evaluated(pending[candidate_id], result))
         write_summary(run_dir, settings.seed_source, settings.seed_name, evaluated)
         on_result(pending[candidate_id], result, evaluated)
+
+
+def reevaluate_elite(store: RunStore, settings: RunSettings, population: list[str], run_dir: Path) -> list[Individual]:
+    """Re-evaluate the population's elite on further seeds until they are settled; returns it with the new means.
+
+    A round interrupted by a kill is finished first on resume; every later
+    round is planned from stored results only, so the resumed run plans the same ones.
+    """
+    config = settings.config
+    codes = {c.id: c.code for c in store.candidates()}
+    while True:
+        planned = store.pending_reevaluations()
+        if not planned:
+            pool = [ind.evaluated for ind in individuals(store, population)]
+            planned = next_round(pool, config.elite, config.seeds, config.precision, config.seed, settings.spec.budget)
+            if not planned:
+                return individuals(store, population)
+            store.plan_reevaluations(planned)
+        jobs = {f"{r.candidate_id} seed {r.seed}": r for r in planned}
+        for key, result in evaluate_many([Job(k, codes[r.candidate_id], r.seed, settings.spec) for k, r in jobs.items()],
+                                         settings.limits, config.slots):
+            store.add_reevaluation(jobs[key], result)
+            write_summary(run_dir, settings.seed_source, settings.seed_name, store.evaluated())
 
 
 def _genome(seed: Genome, ind: Individual) -> Genome:

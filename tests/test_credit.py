@@ -28,8 +28,9 @@ PLUGINS = REPO / "tests" / "plugins"
 LR_MUTATORS = tuple(f"{PLUGINS / 'learning_rate.py'}:{name}" for name in ("LowerLearningRate", "RaiseLearningRate"))
 
 
-def bad_lr_settings(spec, credit: bool = True) -> RunSettings:
-    config = EvolveConfig(population=4, generations=2, elite=1, cx=0.0, workers=2, seed=0, mutators=LR_MUTATORS, credit=credit)
+def bad_lr_settings(spec) -> RunSettings:
+    """One seed per candidate: this test is about credit, not noise."""
+    config = EvolveConfig(population=4, generations=2, elite=1, cx=0.0, workers=2, seed=0, mutators=LR_MUTATORS, seeds=1)
     return RunSettings((PLUGINS / "bad_lr_seed.py").read_text(), "bad_lr_seed.py", config, spec, Limits(threads=1))
 
 

@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from evocode.genome import Edit, edits_from_json
+from evocode.search.noise import scores_by_seed
 from evocode.store import Evaluated
 
 # Share of first picks spread uniformly over all mutators, whatever the credit says.
@@ -62,10 +63,12 @@ class Credit:
 
 
 def paired_delta(parent: Evaluated, child: Evaluated) -> float | None:
-    """Parent's val_bpb − child's, on the evaluation seed both were trained with; None when the child failed."""
-    if child.result.status != "ok" or child.result.seed != parent.result.seed:
+    """Parent's val_bpb − child's, averaged over the evaluation seeds both were trained with; None when the child failed."""
+    ours, theirs = scores_by_seed(child), scores_by_seed(parent)
+    common = sorted(set(ours) & set(theirs))
+    if child.result.status != "ok" or not common:
         return None
-    return parent.result.val_bpb - child.result.val_bpb
+    return statistics.mean(theirs[s] - ours[s] for s in common)
 
 
 def new_edits(parent: Evaluated, child: Evaluated) -> tuple[Edit, ...]:
