@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -12,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SEED_SCRIPT, candidates_alive
+from conftest import REPO, SEED_SCRIPT, finish_times, resume_redoing_nothing, sigkill_driver
 from evocode.evaluation.runner import EvalResult, Limits
 from evocode.evolve import evolve
 from evocode.genome import Genome
@@ -85,35 +83,15 @@ def test_a_run_killed_during_reevaluation_resumes_to_the_same_end_as_an_uninterr
     driver = subprocess.Popen([sys.executable, "-m", "evocode", "evolve", str(SEED_SCRIPT), *TINY, "--run-dir", str(run_dir)],
                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 180
-    while time.time() < deadline and not _reevaluations_finished(run_dir):
+    while time.time() < deadline and not any(" seed " in key for key in finish_times(run_dir)):
         time.sleep(0.1)
-    os.kill(driver.pid, signal.SIGKILL)
-    driver.wait()
-    before = _finished(run_dir)
-    deadline = time.time() + 15
-    while candidates_alive() and time.time() < deadline:
-        time.sleep(0.2)
+    sigkill_driver(driver)
+    before = finish_times(run_dir)
     assert any(" seed " in key for key in before), "the kill did not land after a re-evaluation"
-    assert len(before) < sum(len(results) for *_, results in state(noisy_run)), "the kill did not land mid-run"
+    assert len(before) < len(finish_times(noisy_run)), "the kill did not land mid-run"
 
-    resumed = subprocess.run([sys.executable, "-m", "evocode", "resume", str(run_dir), "--no-progress"],
-                             cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
-    after = _finished(run_dir)
-    assert {key: after[key] for key in before} == before, "a completed evaluation was redone"
+    resume_redoing_nothing(run_dir, before)
     assert state(run_dir) == state(noisy_run)
-
-
-def _finished(run_dir: Path) -> dict[str, float]:
-    try:
-        with RunStore.reader(run_dir) as store:
-            return store.finish_times()
-    except sqlite3.Error:
-        return {}
-
-
-def _reevaluations_finished(run_dir: Path) -> bool:
-    return any(" seed " in key for key in _finished(run_dir))
 
 
 def _evaluated(cid: str, *scores: float) -> Evaluated:
