@@ -22,7 +22,7 @@ from evocode.executors.local import Job, evaluate_many
 from evocode.genome import Genome, edits_from_json, edits_to_json
 from evocode.mutation import Mutator, mutate
 from evocode.outputs import write_candidate, write_summary
-from evocode.search.credit import mutator_weights, trials
+from evocode.search.credit import credited, mutator_weights, trials
 from evocode.search.noise import next_round
 from evocode.search.selection import Individual, next_population, tournament
 from evocode.settings import EvolveConfig, RunSettings, derived_timeout, start_or_continue, with_timeout
@@ -98,7 +98,7 @@ def breed(store: RunStore, settings: RunSettings, mutators: list[Mutator], popul
     rng = np.random.default_rng([config.seed, generation])
     known = store.code_hashes()
     seed = Genome(settings.seed_source)
-    draw = weights_drawer(store, config, mutators)
+    mutators, draw = credit_policy(store, config, mutators)
     brood: list[Candidate] = []
     events: list[tuple[int, str, str]] = []
     if generation == 0:
@@ -120,13 +120,16 @@ def breed(store: RunStore, settings: RunSettings, mutators: list[Mutator], popul
     return brood
 
 
-def weights_drawer(store: RunStore, config: EvolveConfig, mutators: list[Mutator]) -> Callable[[np.random.Generator], np.ndarray | None]:
-    """How each mutant weighs the mutators: by the credit of every pair evaluated so far, or uniformly when credit is off."""
+def credit_policy(
+    store: RunStore, config: EvolveConfig, mutators: list[Mutator],
+) -> tuple[list[Mutator], Callable[[np.random.Generator], np.ndarray | None]]:
+    """The mutators (choosing their sites by credit) and how each mutant weighs them: by the credit of every pair
+    evaluated so far, or, when credit is off, the mutators as they are, uniformly."""
     if not config.credit:
-        return lambda rng: None
+        return mutators, lambda rng: None
     evidence = trials(store.evaluated())
     names = [m.name for m in mutators]
-    return lambda rng: mutator_weights(names, evidence, rng)
+    return credited(mutators, evidence), lambda rng: mutator_weights(names, evidence, rng)
 
 
 def vary(

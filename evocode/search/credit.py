@@ -3,20 +3,24 @@
 The unit of evidence is a pair: a mutant and its parent trained on the same
 evaluation seed. Its Δ = parent's val_bpb − child's (positive: the change
 helped) is far less noisy than either score, because both programs share
-batches and initialization. Each of the child's new edits (those its parent
-did not have) is credited with the pair's Δ; a child that failed (crash,
-timeout, ...) is a try that did not improve. Crossover children are not
-credited: what changed is a recombination, not a mutator's edit.
+batches and initialization. A pair is evidence about an edit only when that
+edit is the child's one new edit: with several, the pair cannot say which
+one made the difference (a useless edit riding along with a good one would
+be credited with its gain). A child that failed (crash, timeout, ...) is a
+try that did not improve. Crossover children are not credited: what changed
+is a recombination, not a mutator's edit.
 
 Credit is derived from the stored evaluations and lineage, never stored
 beside them, so a resumed run computes exactly the credit the uninterrupted
 run had, and `status` and `what-helped` read it from any run directory.
 
-Drawing is Thompson sampling over mutators on the share of tries that
-improved (Beta(1 + improved, 1 + not improved) per mutator): the mutator with
-the highest draw is tried first, and with an exploration floor every mutator
-keeps at least floor / M chance of going first, so no operator dies for good.
-The draws come from the generation's generator only, so runs replay.
+Drawing is Thompson sampling on the share of tries that improved
+(Beta(1 + improved, 1 + not improved) per arm), at two levels: the mutator
+with the highest draw is tried first, and a mutator that can act at several
+sites proposes a few edits, of which the one whose mutator × site has the
+highest draw is taken. With an exploration floor, a share of the picks at
+each level stays uniform, so no operator or site dies for good. The draws
+come from the generation's generator only, so runs replay.
 """
 
 from __future__ import annotations
@@ -28,11 +32,15 @@ from typing import Callable, Sequence
 import numpy as np
 
 from evocode.genome import Edit, edits_from_json
+from evocode.mutation import Mutator, pick
+from evocode.program import Program
 from evocode.search.noise import scores_by_seed
 from evocode.store import Evaluated
 
-# Share of first picks spread uniformly over all mutators, whatever the credit says.
+# Share of picks (of mutators, and of sites) made uniformly, whatever the credit says.
 EXPLORATION_FLOOR = 0.2
+# How many edits a mutator proposes for credit to choose a site from.
+PROPOSALS = 3
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,7 @@ def new_edits(parent: Evaluated, child: Evaluated) -> tuple[Edit, ...]:
 
 
 def trials(evaluated: Sequence[Evaluated]) -> list[Trial]:
-    """Every new edit of every evaluated mutant whose parent trained, with its pair's Δ."""
+    """The new edit of every evaluated one-edit mutant whose parent trained, with its pair's Δ."""
     by_id = {e.candidate.id: e for e in evaluated}
     found = []
     for child in evaluated:
@@ -90,8 +98,9 @@ def trials(evaluated: Sequence[Evaluated]) -> list[Trial]:
         parent = by_id.get(child.candidate.parents[0])
         if parent is None or parent.result.status != "ok":
             continue
-        delta = paired_delta(parent, child)
-        found += [Trial(edit.mutator, edit.site, delta) for edit in new_edits(parent, child)]
+        edits = new_edits(parent, child)
+        if len(edits) == 1:
+            found.append(Trial(edits[0].mutator, edits[0].site, paired_delta(parent, child)))
     return found
 
 
@@ -125,11 +134,50 @@ def mutator_weights(names: Sequence[str], found: Sequence[Trial], rng: np.random
     in a weighted order, so when the favourite has no site another one acts.
     """
     credit = credit_by(found, by_mutator)
-    stats = [credit.get(name, Credit(name, 0, 0, None)) for name in names]
-    draws = [rng.beta(1 + c.improved, 1 + c.tries - c.improved) for c in stats]
     weights = np.full(len(names), floor / len(names))
-    weights[int(np.argmax(draws))] += 1.0 - floor
+    weights[int(np.argmax(_thompson(credit, names, rng)))] += 1.0 - floor
     return weights
+
+
+def _thompson(credit: dict[str, Credit], labels: Sequence[str], rng: np.random.Generator) -> list[float]:
+    """One draw per arm from its Beta posterior on the share of tries that improve; an untried arm draws from Beta(1, 1)."""
+    stats = [credit.get(label, Credit(label, 0, 0, None)) for label in labels]
+    return [rng.beta(1 + c.improved, 1 + c.tries - c.improved) for c in stats]
+
+
+class SiteByCredit(Mutator):
+    """A mutator whose site is chosen by credit: it proposes up to PROPOSALS edits, and of the distinct sites
+    among them the one whose mutator × site has the highest Thompson draw is taken (a uniform one with the
+    exploration floor's probability). It keeps the wrapped mutator's name, category and hypothesis."""
+
+    def __init__(self, inner: Mutator, site_credit: dict[str, Credit], floor: float = EXPLORATION_FLOOR) -> None:
+        self.inner, self.site_credit, self.floor = inner, site_credit, floor
+        self.name, self.category = inner.name, inner.category
+
+    @property
+    def hypothesis(self) -> str:
+        return self.inner.hypothesis
+
+    def propose(self, program: Program, rng: np.random.Generator) -> Edit | None:
+        edits: dict[str, Edit] = {}
+        for _ in range(PROPOSALS):
+            edit = self.inner.propose(program, rng)
+            if not isinstance(edit, Edit):
+                break  # no site now, or a misbehaving plugin: mutate() reports what it returned
+            edits.setdefault(edit.site, edit)
+        if not edits:
+            return edit
+        options = list(edits.values())
+        if len(options) == 1 or rng.random() < self.floor:
+            return pick(rng, options)
+        labels = [by_site(Trial(e.mutator, e.site, None)) for e in options]
+        return options[int(np.argmax(_thompson(self.site_credit, labels, rng)))]
+
+
+def credited(mutators: Sequence[Mutator], found: Sequence[Trial]) -> list[Mutator]:
+    """The mutators, each choosing among the sites it proposes by the credit of mutator × site."""
+    sites = credit_by(found, by_site)
+    return [SiteByCredit(m, sites) for m in mutators]
 
 
 def what_helped_rows(evaluated: Sequence[Evaluated], per_site: bool = False) -> list[Credit]:

@@ -1,4 +1,4 @@
-"""Two mutators of bad_lr_seed.py's LEARNING_RATE: one always helps there, the other always hurts."""
+"""Mutators of bad_lr_seed.py: one that always helps there, one that always hurts, one whose site decides."""
 
 from evocode.mutation import Mutator
 
@@ -26,3 +26,17 @@ class RaiseLearningRate(_ScaleLearningRate):
 
     name = "raise_learning_rate"
     factor = 2.0
+
+
+class HalveAConstant(Mutator):
+    """Halving either float constant of bad_lr_seed.py: the learning rate (helps) or one the script never reads (no change)."""
+
+    name = "halve_a_constant"
+    category = "hyperparameter"
+
+    def propose(self, program, rng):
+        name = ("LEARNING_RATE", "UNUSED_SCALE")[int(rng.integers(2))]
+        value = program.value(name)
+        if not isinstance(value, float):
+            return None
+        return self.edit(name, repr(value / 2), f"{name} {value} → {value / 2}")
