@@ -194,11 +194,17 @@ def main() -> None:
     write_section("search", report(args, rows, rechecked, reach, fresh, seed_re))
 
 
+def _median_tokens(reached: list[int | None]) -> str:
+    """The median over the search seeds where the gain was reached at all."""
+    tokens = [r for r in reached if r is not None]
+    return f"{int(statistics.median(tokens)):,}" if tokens else "never"
+
+
 def report(args, rows, rechecked, reach, fresh, seed_re) -> str:
     n = len(rechecked["evocode"])
     wins = {m: sum(a > b for a, b in zip(rechecked["evocode"], rechecked[m])) for m in ("random", "TPE")}
-    summary = [[m, _spread(g), str(statistics.median([r for r in reach[m] if r is not None]) if any(reach[m]) else "never"),
-                f"{sum(r is not None for r in reach[m])}/{n}"] for m, g in rechecked.items()]
+    summary = [[m, _spread(g), _median_tokens(reach[m]), f"{sum(r is not None for r in reach[m])}/{n}"]
+               for m, g in rechecked.items()]
     return "\n\n".join([
         "## Search: evocode against random edit lists and Optuna TPE at equal training tokens (`benchmarks/search.py`)",
         f"Command: `python benchmarks/search.py --budget {args.budget} --population {args.population} --generations "
