@@ -1,14 +1,28 @@
-"""Does selection help? evocode against random search at the same number of evaluations.
+"""Which search finds a better script per unit of compute: evocode, random edit lists, or Optuna TPE?
 
-Random search uses the same mutators with no selection: each candidate is
-the seed plus one random edit list, the lengths drawn from the edit lists
-evocode's own candidates had, so both searches make equally big changes.
-Both use the same budget, evaluation seed and limits. Gains measured on the
-evaluation seed used for selection are optimistic (the winner's curse), so
-each method's best is also re-trained on fresh evaluation seeds; the seed
-script's own spread over evaluation seeds stands beside them.
+All three start from the seed script, train every candidate on the same
+token budget with the same per-candidate time limit and select on the same
+evaluation seed (the search seed), and all three get the same number of
+training runs, hence equal training tokens: random search and TPE get as
+many evaluations as evocode made, its re-evaluations included.
 
-    python benchmarks/search.py [--budget 100000] [--population 6] [--generations 3] [--search-seeds 3] [--recheck-seeds 4]
+- evocode: `evolve` with the given population and generations (credit and
+  noise-aware fitness as configured; `--ablations` adds a run with each off).
+- random: independent random edit lists from the same mutators, their
+  lengths drawn from the lengths of evocode's own candidates.
+- TPE: Optuna's TPE over the seed's module-level numeric constants
+  (benchmarks/tpe.py: powers of two stay powers of two, log scales, fractions
+  stay in (0, 1)), starting from the seed's own values.
+
+Gains on the selection seed are optimistic (the winner's curse), so every
+winner and the seed are retrained on fresh evaluation seeds that no search
+saw; the rechecked gain is the honest number. Wall time is reported beside
+tokens.
+
+    python benchmarks/search.py [--budget 100000] [--population 6] [--generations 3] [--search-seeds 5]
+        [--recheck-seeds 4] [--timeout 60] [--workers CORES] [--ablations]
+
+Needs Optuna: `pip install -e '.[bench]'`.
 """
 
 from __future__ import annotations
@@ -17,108 +31,194 @@ import argparse
 import os
 import statistics
 import tempfile
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from results import machine, table, write_section
+from tpe import tpe_search
 
 from evocode.data import prepare_corpus
-from evocode.evaluation.runner import Limits
+from evocode.evaluation.runner import EvalResult, Limits
 from evocode.evolve import evolve
-from evocode.settings import EvolveConfig, RunSettings
 from evocode.executors.local import Job, Slots, evaluate_many
 from evocode.genome import Genome, edits_from_json
 from evocode.mutation import load_mutators, mutate
 from evocode.outputs import best_of
+from evocode.search.noise import fitness
+from evocode.settings import EvolveConfig, RunSettings
 from evocode.spec import EvalSpec
+from evocode.store import RunStore
 
 SEED_SCRIPT = Path(__file__).resolve().parent.parent / "seeds" / "train.py"
+# Fresh evaluation seeds for rechecking winners: far from every search seed and from evocode's derived seeds' stream.
+RECHECK_SEED_BASE = 10_000
 
 
-def random_search(seed_source: str, lengths: list[int], spec: EvalSpec, limits: Limits, workers: int, seed: int) -> dict[str, tuple[str, float | None]]:
-    """One independent random edit list per length; returns {code: (description, val_bpb)} with the seed included."""
+@dataclass(frozen=True)
+class Outcome:
+    """What one search found and what it cost; trace: (training tokens, val_bpb or None) per evaluation, in order."""
+
+    method: str
+    best_code: str
+    best_description: str
+    best_bpb: float
+    evaluations: int
+    tokens: int
+    wall_seconds: float
+    trace: tuple[tuple[int, float | None], ...]
+    edit_counts: tuple[int, ...] = ()  # how many edits each candidate had (evocode's; random search copies them)
+
+
+def _score(result: EvalResult) -> float | None:
+    return result.val_bpb if result.status == "ok" else None
+
+
+def evocode_search(method: str, seed_source: str, config: EvolveConfig, spec: EvalSpec, limits: Limits) -> Outcome:
+    """One evolve run; its best is the lowest mean over the seeds it has, its trace in the order evaluations finished."""
+    start = time.time()
+    with tempfile.TemporaryDirectory() as run_dir:
+        settings = RunSettings(seed_source, "train.py", config, spec, limits, auto_timeout=False)
+        evaluated = evolve(settings, Path(run_dir), load_mutators())
+        with RunStore.reader(Path(run_dir)) as store:
+            finished = store.finish_times()
+    by_key = {e.candidate.id: e.result for e in evaluated}
+    by_key |= {f"{e.candidate.id} seed {r.seed} budget {spec.budget}": r for e in evaluated for r in e.reevaluations}
+    # Only first evaluations are candidates found; re-evaluations are compute spent on certainty.
+    trace = tuple((by_key[k].tokens, _score(by_key[k]) if " seed " not in k else None) for k in sorted(finished, key=finished.get))
+    best = best_of(evaluated)
+    counts = tuple(len(edits_from_json(e.candidate.genome)) for e in evaluated[1:])
+    return Outcome(method, best.candidate.code, best.candidate.description, fitness(best).mean, len(trace),
+                   sum(t for t, _ in trace), time.time() - start, trace, counts)
+
+
+def random_search(seed_source: str, evaluations: int, lengths: list[int], spec: EvalSpec, limits: Limits, workers: int,
+                  seed: int) -> Outcome:
+    """The seed and evaluations − 1 independent random edit lists, their lengths drawn from `lengths`."""
+    start = time.time()
     rng = np.random.default_rng([seed, 0x5EA4C8])
     mutators = load_mutators()
     seed_genome = Genome(seed_source)
     programs = {seed_genome.code: "seed"}
-    for length in lengths:
+    for length in rng.choice(lengths, size=evaluations - 1):
         for _ in range(10):  # redraw duplicates, as evocode does
-            child = mutate(seed_genome, mutators, rng, n_edits=length).genome
+            child = mutate(seed_genome, mutators, rng, n_edits=int(length)).genome
             if child.code not in programs:
                 programs[child.code] = "; ".join(e.description for e in child.edits)
                 break
     codes = list(programs)
-    results = dict(evaluate_many([Job(str(i), c, seed, spec) for i, c in enumerate(codes)], limits, Slots(workers)))
-    return {codes[int(i)]: (programs[codes[int(i)]], r.val_bpb if r.status == "ok" else None) for i, r in results.items()}
+    done = list(evaluate_many([Job(str(i), c, seed, spec) for i, c in enumerate(codes)], limits, Slots(workers)))
+    found = [(codes[int(i)], r) for i, r in done]
+    return _outcome("random", found, {c: programs[c] for c in codes}, start)
 
 
-def recheck(codes: list[str], spec: EvalSpec, limits: Limits, workers: int, seeds: list[int]) -> list[list[float]]:
-    """Each program's val_bpb on each fresh evaluation seed (failures left out)."""
+def tpe(seed_source: str, evaluations: int, spec: EvalSpec, limits: Limits, workers: int, seed: int) -> Outcome:
+    start = time.time()
+    found = tpe_search(seed_source, evaluations, spec, limits, workers, seed)
+    return _outcome("TPE", found, {code: _constants_changed(seed_source, code) for code, _ in found}, start)
+
+
+def _constants_changed(seed_source: str, code: str) -> str:
+    before, after = seed_source.splitlines(), code.splitlines()
+    return "; ".join(f"{a.strip()} (was {b.split('=')[1].strip()})" for b, a in zip(before, after) if a != b)
+
+
+def _outcome(method: str, found: list[tuple[str, EvalResult]], descriptions: dict[str, str], start: float) -> Outcome:
+    code, result = min(((c, r) for c, r in found if r.status == "ok"), key=lambda cr: cr[1].val_bpb)
+    trace = tuple((r.tokens, _score(r)) for _, r in found)
+    return Outcome(method, code, descriptions[code], result.val_bpb, len(found), sum(t for t, _ in trace), time.time() - start, trace)
+
+
+def recheck(codes: list[str], spec: EvalSpec, limits: Limits, workers: int, seeds: list[int]) -> list[float]:
+    """Each program's mean val_bpb over the fresh evaluation seeds (failures left out; inf if all failed)."""
+    jobs = [Job(f"{i} {s}", c, s, spec) for i, c in enumerate(codes) for s in seeds]
     scores: list[list[float]] = [[] for _ in codes]
-    for s in seeds:
-        for i, r in evaluate_many([Job(str(i), c, s, spec) for i, c in enumerate(codes)], limits, Slots(workers)):
-            if r.status == "ok":
-                scores[int(i)].append(r.val_bpb)
-    return scores
+    for key, r in evaluate_many(jobs, limits, Slots(workers)):
+        if r.status == "ok":
+            scores[int(key.split()[0])].append(r.val_bpb)
+    return [statistics.mean(s) if s else float("inf") for s in scores]
+
+
+def tokens_to_reach(trace: tuple[tuple[int, float | None], ...], seed_bpb: float, gain: float) -> int | None:
+    """Training tokens spent until an evaluation first scored a gain of at least `gain` over the seed (None: never)."""
+    spent = 0
+    for tokens, bpb in trace:
+        spent += tokens
+        if bpb is not None and seed_bpb - bpb >= gain:
+            return spent
+    return None
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):+.4f} [{min(values):+.4f}, {max(values):+.4f}]"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--budget", type=int, default=100_000)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget", type=int, default=100_000, help="training tokens per evaluation (default %(default)s)")
     parser.add_argument("--population", type=int, default=6)
     parser.add_argument("--generations", type=int, default=3)
-    parser.add_argument("--search-seeds", type=int, default=3)
+    parser.add_argument("--search-seeds", type=int, default=5)
     parser.add_argument("--recheck-seeds", type=int, default=4)
+    parser.add_argument("--timeout", type=float, default=60.0, help="per-candidate limit in seconds, the same for every method")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--ablations", action="store_true", help="also run evocode without credit and without re-evaluation")
     args = parser.parse_args()
 
     seed_source = SEED_SCRIPT.read_text()
     spec = EvalSpec(budget=args.budget, corpus_dir=str(prepare_corpus().directory))
-    limits = Limits(threads=max(1, (os.cpu_count() or 1) // args.workers), timeout_s=600)
-    fresh = [1000 + i for i in range(args.recheck_seeds)]
-    (seed_scores,) = recheck([seed_source], spec, limits, args.workers, fresh)
-    seed_re = statistics.mean(seed_scores)
-    rows, gains = [], {"evocode": [], "random": [], "evocode_re": [], "random_re": []}
+    limits = Limits(threads=max(1, (os.cpu_count() or 1) // args.workers), timeout_s=args.timeout)
+    fresh = [RECHECK_SEED_BASE + i for i in range(args.recheck_seeds)]
+    (seed_re,) = recheck([seed_source], spec, limits, args.workers, fresh)
+    variants = {"evocode": {}}
+    if args.ablations:
+        variants |= {"evocode, no credit": {"credit": False}, "evocode, one seed each": {"seeds": 1}}
+    rows, rechecked, reach = [], {}, {}
     for search_seed in range(args.search_seeds):
-        config = EvolveConfig(population=args.population, generations=args.generations, workers=args.workers, seed=search_seed)
-        with tempfile.TemporaryDirectory() as run_dir:
-            evaluated = evolve(RunSettings(seed_source, "train.py", config, spec, limits), Path(run_dir), load_mutators())
-        seed_bpb = evaluated[0].result.val_bpb
-        evo_best = best_of(evaluated)
-        lengths = [len(edits_from_json(e.candidate.genome)) for e in evaluated[1:]]
-        found = random_search(seed_source, lengths, spec, limits, args.workers, search_seed)
-        rnd_code, (rnd_desc, rnd_bpb) = min(((c, v) for c, v in found.items() if v[1] is not None), key=lambda cv: cv[1][1])
-        evo_re, rnd_re = (statistics.mean(s) for s in recheck([evo_best.candidate.code, rnd_code], spec, limits, args.workers, fresh))
-        gains["evocode"].append(seed_bpb - evo_best.result.val_bpb)
-        gains["random"].append(seed_bpb - rnd_bpb)
-        gains["evocode_re"].append(seed_re - evo_re)
-        gains["random_re"].append(seed_re - rnd_re)
-        rows.append([
-            str(search_seed), str(len(evaluated)), str(len(found)), f"{seed_bpb:.4f}",
-            f"{evo_best.result.val_bpb:.4f} ({gains['evocode'][-1]:+.4f})", f"{rnd_bpb:.4f} ({gains['random'][-1]:+.4f})",
-            f"{gains['evocode_re'][-1]:+.4f}", f"{gains['random_re'][-1]:+.4f}",
-            evo_best.candidate.description[:90], rnd_desc[:90],
-        ])
-        print(" | ".join(rows[-1]), flush=True)
-    noise = statistics.stdev(seed_scores)
-    med = {k: statistics.median(v) for k, v in gains.items()}
-    rows.append(["median", "", "", "", f"gain {med['evocode']:+.4f}", f"gain {med['random']:+.4f}",
-                 f"{med['evocode_re']:+.4f}", f"{med['random_re']:+.4f}", "", ""])
-    body = "\n\n".join([
-        "## Search: evocode against random search (`benchmarks/search.py`)",
-        f"Command: `python benchmarks/search.py --budget {args.budget} --population {args.population} "
-        f"--generations {args.generations} --search-seeds {args.search_seeds} --recheck-seeds {args.recheck_seeds}`. "
-        f"Machine: {machine()}; {args.workers} workers × {limits.threads} thread.",
-        "Gain = seed val_bpb − best val_bpb (bits per byte; positive is better), on the evaluation seed the search "
-        f"selected with (equal to the search seed). Rechecked = the same two programs and the seed retrained on "
-        f"evaluation seeds {fresh}, mean gain: the honest number.",
-        table(["search seed", "evocode evals", "random evals", "seed val_bpb", "evocode best (gain)", "random best (gain)",
-               "evocode rechecked gain", "random rechecked gain", "evocode best edits", "random best edits"], rows),
-        f"The seed's own val_bpb over evaluation seeds {fresh}: mean {seed_re:.4f}, σ = **{noise:.4f}** bits/byte at this budget. "
-        "A gain smaller than about 2σ is not distinguishable from luck of the draw.",
+        base = EvolveConfig(population=args.population, generations=args.generations, workers=args.workers, seed=search_seed)
+        outcomes = [evocode_search(name, seed_source, replace(base, **change), spec, limits) for name, change in variants.items()]
+        evo = outcomes[0]
+        seed_bpb = evo.trace[0][1]  # evocode evaluates the seed first, on the selection seed
+        lengths = list(evo.edit_counts) or [1]
+        outcomes += [random_search(seed_source, evo.evaluations, lengths, spec, limits, args.workers, search_seed),
+                     tpe(seed_source, evo.evaluations, spec, limits, args.workers, search_seed)]
+        scores = recheck([o.best_code for o in outcomes], spec, limits, args.workers, fresh)
+        tpe_gain = seed_bpb - outcomes[-1].best_bpb
+        for o, score in zip(outcomes, scores):
+            rechecked.setdefault(o.method, []).append(seed_re - score)
+            reach.setdefault(o.method, []).append(tokens_to_reach(o.trace, seed_bpb, tpe_gain))
+            rows.append([str(search_seed), o.method, str(o.evaluations), f"{o.tokens:,}", f"{o.wall_seconds:.0f}",
+                         f"{seed_bpb - o.best_bpb:+.4f}", f"{seed_re - score:+.4f}", o.best_description[:100]])
+            print(" | ".join(rows[-1]), flush=True)
+    write_section("search", report(args, rows, rechecked, reach, fresh, seed_re))
+
+
+def _median_tokens(reached: list[int | None]) -> str:
+    """The median over the search seeds where the gain was reached at all."""
+    tokens = [r for r in reached if r is not None]
+    return f"{int(statistics.median(tokens)):,}" if tokens else "never"
+
+
+def report(args, rows, rechecked, reach, fresh, seed_re) -> str:
+    n = len(rechecked["evocode"])
+    wins = {m: sum(a > b for a, b in zip(rechecked["evocode"], rechecked[m])) for m in ("random", "TPE")}
+    summary = [[m, _spread(g), _median_tokens(reach[m]), f"{sum(r is not None for r in reach[m])}/{n}"]
+               for m, g in rechecked.items()]
+    return "\n\n".join([
+        "## Search: evocode against random edit lists and Optuna TPE at equal training tokens (`benchmarks/search.py`)",
+        f"Command: `python benchmarks/search.py --budget {args.budget} --population {args.population} --generations "
+        f"{args.generations} --search-seeds {args.search_seeds} --recheck-seeds {args.recheck_seeds} --timeout {args.timeout:g} "
+        f"--workers {args.workers}{' --ablations' if args.ablations else ''}`. Machine: {machine()}; {args.workers} workers.",
+        "Every method gets as many evaluations as evocode made (its re-evaluations included), each on the same budget and "
+        f"time limit ({args.timeout:g} s), selecting on evaluation seed = search seed. Selection gain = seed − best on that "
+        f"seed; rechecked gain = the seed's mean − the winner's mean, both retrained on fresh evaluation seeds {fresh} "
+        "(bits per byte, positive is better).",
+        table(["search seed", "method", "evals", "training tokens", "wall s", "selection gain", "rechecked gain", "best edits"], rows),
+        table(["method", "rechecked gain: median [min, max]", "tokens to reach TPE's selection gain (median)", "reached"], summary),
+        f"evocode's rechecked gain beats random search's in {wins['random']} of {n} search seeds and TPE's in {wins['TPE']} of {n}. "
+        f"The seed's mean over the fresh seeds: {seed_re:.4f}.",
     ])
-    write_section("search", body)
-    print(body)
 
 
 if __name__ == "__main__":

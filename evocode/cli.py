@@ -28,13 +28,15 @@ from evocode.insight.human import queue_variant
 from evocode.insight.report import write_report
 from evocode.mutation import describe_mutators, describe_variant, load_mutators, sample_variants, select_mutators
 from evocode.options import (
-    RUNS_ROOT, OptionError, check_population, check_spec, context_int, data_file, default_run_dir, device, existing_dir,
+    RUNS_ROOT, OptionError, bits_per_byte, check_population, check_spec, context_int, data_file, default_run_dir, device, existing_dir,
     existing_run, holds_run, memory_mb, mutator_item, new_or_existing_run_dir, non_negative_int, population_int,
     positive_int, positive_seconds, probability, run_name, script_file, seed_int,
 )
 from evocode.outputs import best_report, explain, format_status, seed_diff, seed_of
 from evocode.progress import Progress
 from evocode.runstate import describe_runs, record_end, record_start, run_state, status_record
+from evocode.search.credit import format_what_helped, what_helped_rows
+from evocode.search.noise import fitness
 from evocode.settings import MIN_TIMEOUT_S, TIMEOUT_FACTOR, EvolveConfig, RunSettings, pin, stored_settings
 from evocode.spec import DEFAULT_BUDGET, DEFAULT_CONTEXT_LENGTH, DEFAULT_EVAL_TOKENS, EvalSpec
 from evocode.store import RunLocked, RunStore
@@ -187,6 +189,11 @@ def add_evolve_parser(subparsers: argparse._SubParsersAction) -> None:
     where.add_argument("--name", type=run_name, default=None, help="name of the run directory under runs/ (default SCRIPT-DATE-TIME)")
     p.add_argument("--no-progress", action="store_true", help="no live progress line")
     p.add_argument("--force", action="store_true", help=_FORCE_HELP)
+    p.add_argument("--no-credit", action="store_true", help="draw mutators uniformly instead of by what helped so far")
+    p.add_argument("--seeds", type=positive_int, default=defaults.seeds,
+                   help="evaluation seeds an elite candidate is trained with at most; its fitness is their mean (default %(default)s; 1: off)")
+    p.add_argument("--precision", type=bits_per_byte, default=defaults.precision,
+                   help="stop re-evaluating a candidate once its mean's standard error is this small, in bits/byte (default: never before --seeds)")
     add_spec_options(p)
     p.set_defaults(run=run_evolve)
 
@@ -239,7 +246,8 @@ def run_evolve(args: argparse.Namespace) -> int:
     config = EvolveConfig(
         population=population, generations=args.generations, tournament=args.tournament, elite=args.elite,
         cx=args.cx, workers=args.workers, gpus=gpus, per_gpu=args.per_gpu, cold=args.cold, seed=args.seed,
-        mutators=tuple(args.mutators),
+        mutators=tuple(args.mutators), credit=not args.no_credit,
+        seeds=args.seeds, precision=args.precision,
     )
     run_dir = args.run_dir or default_run_dir(args.name or f"{args.script.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     settings = RunSettings(
@@ -326,8 +334,10 @@ def _status(run_dir: Path) -> str:
     with RunStore.reader(run_dir) as store:
         settings = RunSettings.from_json(store.get("settings"))
         state = run_state(run_dir, store, settings)
-        return format_status(run_dir, store.evaluated(), store.event_counts("mutator-failed"),
-                             state=state.describe(run_dir), planned=state.planned)
+        evaluated = store.evaluated()
+        status = format_status(run_dir, evaluated, store.event_counts("mutator-failed"),
+                               state=state.describe(run_dir), planned=state.planned)
+    return status + "\n" + format_what_helped(what_helped_rows(evaluated))
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -364,7 +374,8 @@ def run_show(args: argparse.Namespace) -> int:
     if candidate is None:
         known = f"{min(candidates)} … {max(candidates)}" if candidates else "none yet"
         raise OptionError(f"no candidate {args.candidate!r} in {args.run_dir} (its candidates: {known}); pass an id from its results.tsv")
-    print(explain(candidate, results.get(candidate.id), seed_of(evaluated)), end="")
+    shown = next((e for e in evaluated if e.candidate.id == candidate.id), None)
+    print(explain(candidate, results.get(candidate.id), seed_of(evaluated), shown and fitness(shown)), end="")
     print(seed_diff(settings.seed_source, candidate.code, settings.seed_name, f"{candidate.id}.py"), end="")
     return 0
 
@@ -422,6 +433,17 @@ def run_add(args: argparse.Namespace) -> int:
         queue_variant(store, args.variant.name, source)
     print(f"{args.variant} queued: a running driver takes it at its next generation; a stopped run on `python -m evocode "
           f"resume {args.run_dir}`; a finished run when given more generations (`evolve SEED --run-dir {args.run_dir} --generations G`)")
+
+
+def add_what_helped_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = run_dir_parser(subparsers, "what-helped", "per mutator (or mutator and site): tries, mean paired Δ, share improved",
+                       run_what_helped)
+    p.add_argument("--sites", action="store_true", help="one row per mutator and site")
+
+
+def run_what_helped(args: argparse.Namespace) -> int:
+    with RunStore.reader(args.run_dir) as store:
+        print(format_what_helped(what_helped_rows(store.evaluated(), per_site=args.sites)))
     return 0
 
 
@@ -437,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_show_parser(subparsers)
     add_runs_parser(subparsers)
     add_insight_parsers(subparsers)
+    add_what_helped_parser(subparsers)
     return parser
 
 

@@ -23,6 +23,8 @@ from evocode.genome import Genome, edits_from_json, edits_to_json
 from evocode.insight.human import ORIGIN, human_genomes
 from evocode.mutation import Mutator, mutate
 from evocode.outputs import write_candidate, write_summary
+from evocode.search.credit import credited, mutator_weights, trials
+from evocode.search.noise import next_round
 from evocode.search.selection import Individual, next_population, tournament
 from evocode.settings import EvolveConfig, RunSettings, derived_timeout, start_or_continue, with_timeout
 from evocode.store import Candidate, Evaluated, RunStore
@@ -53,6 +55,7 @@ def evolve(
             settings = with_timeout(settings, store.get("timeout_s"))
             evaluate_brood(store, settings, brood, run_dir, on_result)
             population = next_population(population, individuals(store, [c.id for c in brood]), settings.config.elite)
+            population = reevaluate_elite(store, settings, [ind.id for ind in population], run_dir)
             store.finish_generation(generation, [ind.id for ind in population])
         return store.evaluated()
 
@@ -96,6 +99,7 @@ def breed(store: RunStore, settings: RunSettings, mutators: list[Mutator], popul
     rng = np.random.default_rng([config.seed, generation])
     known = store.code_hashes()
     seed = Genome(settings.seed_source)
+    mutators, draw = credit_policy(store, config, mutators)
     brood: list[Candidate] = []
     events: list[tuple[int, str, str]] = []
     if generation == 0:
@@ -109,9 +113,9 @@ def breed(store: RunStore, settings: RunSettings, mutators: list[Mutator], popul
         if len(brood) >= target:
             break
         if generation == 0:
-            genome, origin, parents = _mutant(events, seed, mutators, rng, generation), "mutation", (SEED_ID,)
+            genome, origin, parents = _mutant(events, seed, mutators, rng, generation, draw(rng)), "mutation", (SEED_ID,)
         else:
-            genome, origin, parents = vary(events, seed, population, mutators, config, rng, generation)
+            genome, origin, parents = vary(events, seed, population, mutators, config, rng, generation, draw)
         if genome.code_hash in known:
             continue
         known.add(genome.code_hash)
@@ -120,9 +124,21 @@ def breed(store: RunStore, settings: RunSettings, mutators: list[Mutator], popul
     return brood
 
 
+def credit_policy(
+    store: RunStore, config: EvolveConfig, mutators: list[Mutator],
+) -> tuple[list[Mutator], Callable[[np.random.Generator], np.ndarray | None]]:
+    """The mutators (choosing their sites by credit) and how each mutant weighs them: by the credit of every pair
+    evaluated so far, or, when credit is off, the mutators as they are, uniformly."""
+    if not config.credit:
+        return mutators, lambda rng: None
+    evidence = trials(store.evaluated())
+    names = [m.name for m in mutators]
+    return credited(mutators, evidence), lambda rng: mutator_weights(names, evidence, rng)
+
+
 def vary(
     events: list[tuple[int, str, str]], seed: Genome, population: list[Individual], mutators: list[Mutator],
-    config: EvolveConfig, rng: np.random.Generator, generation: int,
+    config: EvolveConfig, rng: np.random.Generator, generation: int, draw: Callable[[np.random.Generator], np.ndarray | None],
 ) -> tuple[Genome, str, tuple[str, ...]]:
     """One child: crossover of two tournament winners with probability cx, else a mutant of one."""
     if rng.random() < config.cx and len(population) >= 2:
@@ -133,12 +149,15 @@ def vary(
             events.append((generation, "crossover-fallback", f"{a.id} x {b.id}: {len(info.dropped)} edits dropped, fallback={info.fallback}"))
         return child, "crossover", (a.id, b.id)
     (parent,) = tournament(population, 1, config.tournament, rng)
-    return _mutant(events, _genome(seed, parent), mutators, rng, generation), "mutation", (parent.id,)
+    return _mutant(events, _genome(seed, parent), mutators, rng, generation, draw(rng)), "mutation", (parent.id,)
 
 
-def _mutant(events: list[tuple[int, str, str]], genome: Genome, mutators: list[Mutator], rng: np.random.Generator, generation: int) -> Genome:
+def _mutant(
+    events: list[tuple[int, str, str]], genome: Genome, mutators: list[Mutator], rng: np.random.Generator, generation: int,
+    weights: np.ndarray | None,
+) -> Genome:
     """One or more new edits: half the children take one step, a quarter two, and so on (geometric, capped)."""
-    outcome = mutate(genome, mutators, rng, n_edits=min(int(rng.geometric(0.5)), _MAX_EDITS_PER_MUTATION))
+    outcome = mutate(genome, mutators, rng, n_edits=min(int(rng.geometric(0.5)), _MAX_EDITS_PER_MUTATION), weights=weights)
     for failure in outcome.failures:
         events.append((generation, "mutator-failed", f"{failure.mutator}: {failure.error}"))
     return outcome.genome
@@ -155,6 +174,29 @@ def evaluate_brood(store: RunStore, settings: RunSettings, brood: list[Candidate
         write_candidate(run_dir, Evaluated(pending[candidate_id], result))
         write_summary(run_dir, settings, evaluated)
         on_result(pending[candidate_id], result, evaluated)
+
+
+def reevaluate_elite(store: RunStore, settings: RunSettings, population: list[str], run_dir: Path) -> list[Individual]:
+    """Re-evaluate the population's elite on further seeds until they are settled; returns it with the new means.
+
+    A round interrupted by a kill is finished first on resume; every later
+    round is planned from stored results only, so the resumed run plans the same ones.
+    """
+    config = settings.config
+    codes = {c.id: c.code for c in store.candidates()}
+    while True:
+        planned = store.pending_reevaluations()
+        if not planned:
+            pool = [ind.evaluated for ind in individuals(store, population)]
+            planned = next_round(pool, config.elite, config.seeds, config.precision, config.seed, settings.spec.budget)
+            if not planned:
+                return individuals(store, population)
+            store.plan_reevaluations(planned)
+        jobs = {f"{r.candidate_id} seed {r.seed}": r for r in planned}
+        for key, result in evaluate_many([Job(k, codes[r.candidate_id], r.seed, settings.spec) for k, r in jobs.items()],
+                                         settings.limits, config.slots):
+            store.add_reevaluation(jobs[key], result)
+            write_summary(run_dir, settings, store.evaluated())
 
 
 def _genome(seed: Genome, ind: Individual) -> Genome:

@@ -133,16 +133,21 @@ def _error_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {first[0] if first else ''}".rstrip(": ")
 
 
-def mutate(genome: Genome, mutators: Sequence[Mutator], rng: np.random.Generator, n_edits: int = 1) -> MutationOutcome:
+def mutate(
+    genome: Genome, mutators: Sequence[Mutator], rng: np.random.Generator, n_edits: int = 1,
+    weights: Sequence[float] | None = None,
+) -> MutationOutcome:
     """Add up to ``n_edits`` edits to the genome, each from the first mutator, in a random order, that has a valid one.
 
+    The order is uniform, or drawn without replacement with probabilities
+    proportional to ``weights`` (one per mutator, e.g. from what helped so far).
     Deterministic given the generator's state and the order of ``mutators``.
     Fewer edits come back only when no mutator has a site that changes the program.
     """
     source, edits, failures = genome.code, [], []
     for _ in range(n_edits):
         program = Program(source)
-        for index in rng.permutation(len(mutators)):
+        for index in _order(len(mutators), rng, weights):
             mutator = mutators[int(index)]
             try:
                 edit = mutator.propose(program, rng)
@@ -161,6 +166,13 @@ def mutate(genome: Genome, mutators: Sequence[Mutator], rng: np.random.Generator
         else:
             break
     return MutationOutcome(genome.with_edits(*edits, code=source), tuple(edits), tuple(failures))
+
+
+def _order(n: int, rng: np.random.Generator, weights: Sequence[float] | None) -> np.ndarray:
+    if weights is None:
+        return rng.permutation(n)
+    p = np.asarray(weights, dtype=float)
+    return rng.choice(n, size=n, replace=False, p=p / p.sum())
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,17 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def bits_per_byte(text: str) -> float:
+    """A precision in bits per byte: 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a precision in bits per byte; pass 0 or more, such as 0.02")
+    return value
+
+
 def probability(text: str) -> float:
     try:
         value = float(text)

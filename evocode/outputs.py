@@ -10,7 +10,6 @@ candidates/ keeps each evaluated program with the tail of its log.
 from __future__ import annotations
 
 import difflib
-import math
 import os
 import shlex
 import statistics
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from evocode.genome import edits_from_json
+from evocode.search.noise import FAILED, Fitness, beats, fitness, run_sigma
 from evocode.search.selection import hall_of_fame
 from evocode.spec import CORPUS_DIR_VAR, SEED_VAR, THREADS_VAR
 from evocode.evaluation.runner import EvalResult
@@ -26,7 +26,7 @@ from evocode.store import Candidate, Evaluated
 if TYPE_CHECKING:
     from evocode.settings import RunSettings
 
-TSV_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description", "generation", "parents", "seconds")
+TSV_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description", "generation", "parents", "seconds", "seeds", "sigma")
 
 
 def seed_of(evaluated: list[Evaluated]) -> Evaluated | None:
@@ -34,30 +34,36 @@ def seed_of(evaluated: list[Evaluated]) -> Evaluated | None:
 
 
 def best_of(evaluated: list[Evaluated]) -> Evaluated | None:
-    """The lowest val_bpb; ties go to the earlier candidate."""
+    """The lowest mean val_bpb over the candidate's seeds; ties go to the earlier candidate."""
     ok = [e for e in evaluated if e.result.status == "ok"]
-    return min(ok, key=lambda e: (e.result.val_bpb, e.candidate.id)) if ok else None
+    return min(ok, key=lambda e: (fitness(e).mean, e.candidate.id)) if ok else None
 
 
 def tsv_rows(evaluated: list[Evaluated]) -> list[tuple[str, ...]]:
-    """One row per evaluation in creation order; `keep` marks each new best, `discard` the other successes."""
-    rows, best = [], math.inf
+    """One row per candidate in creation order, val_bpb its mean over its seeds.
+
+    `keep` marks a candidate better than the last kept one by more than the
+    run's measured noise (evocode.search.noise.beats), `discard` the other successes.
+    """
+    rows, kept, sigma = [], FAILED, run_sigma(evaluated)
     for e in evaluated:
-        r = e.result
+        r, f = e.result, fitness(e)
         if r.status == "ok":
-            status = "keep" if r.val_bpb < best else "discard"
-            best = min(best, r.val_bpb)
+            status = "keep" if beats(f, kept, sigma) else "discard"
+            kept = f if status == "keep" else kept
         else:
             status = r.status
         rows.append((
             e.candidate.id,
-            "" if r.val_bpb is None else f"{r.val_bpb:.6f}",
+            "" if r.status != "ok" else f"{f.mean:.6f}",
             f"{r.peak_memory_mb / 1024:.2f}",
             status,
             e.candidate.description + (f" [{r.reason}]" if r.reason else ""),
             str(e.candidate.generation),
             ",".join(e.candidate.parents),
             f"{r.wall_seconds:.1f}",
+            str(f.n),
+            "" if f.sigma is None else f"{f.sigma:.6f}",
         ))
     return rows
 
@@ -68,17 +74,19 @@ def seed_diff(seed_source: str, code: str, seed_name: str, name: str) -> str:
     ))
 
 
-def explain(candidate: Candidate, result: EvalResult | None, seed: Evaluated | None) -> str:
-    """What best.py, best.diff, `best` and `show` print above a program: its score, its origin and its edits."""
+def explain(candidate: Candidate, result: EvalResult | None, seed: Evaluated | None, score: Fitness | None = None) -> str:
+    """What best.py, best.diff, `best` and `show` print above a program: its score (over its seeds), its origin and its edits."""
     if result is None:
         lines = [f"# {candidate.id}: not evaluated yet"]
     elif result.status != "ok":
         lines = [f"# {candidate.id}: {result.status}" + (f" ({result.reason})" if result.reason else "")]
     else:
-        lines = [f"# {candidate.id}: val_bpb {result.val_bpb:.6f}"]
+        mine = score or Fitness(result.val_bpb, 1, None)
+        lines = [f"# {candidate.id}: val_bpb {mine.describe()}"]
         if seed is not None and seed.result.status == "ok" and seed.candidate.id != candidate.id:
-            gain = seed.result.val_bpb - result.val_bpb
-            lines[0] += f" (seed {seed.result.val_bpb:.6f}, gain {gain:.6f} = {100 * gain / seed.result.val_bpb:.2f}%)"
+            base = fitness(seed)
+            gain = base.mean - mine.mean
+            lines[0] += f" (seed {base.describe()}, gain {gain:.6f} = {100 * gain / base.mean:.2f}%)"
     if candidate.parents:
         lines.append(f"# {candidate.origin} of {', '.join(candidate.parents)}, generation {candidate.generation}")
     edits = edits_from_json(candidate.genome)
@@ -121,7 +129,7 @@ def best_report(settings: RunSettings, evaluated: list[Evaluated]) -> str | None
     best = best_of(evaluated)
     if best is None:
         return None
-    return explain(best.candidate, best.result, seed_of(evaluated)) + reproduction(settings) + seed_diff(
+    return explain(best.candidate, best.result, seed_of(evaluated), fitness(best)) + reproduction(settings) + seed_diff(
         settings.seed_source, best.candidate.code, settings.seed_name, "best.py")
 
 
@@ -130,7 +138,7 @@ def write_summary(run_dir: Path, settings: RunSettings, evaluated: list[Evaluate
     _write(run_dir / "results.tsv", "".join("\t".join(cell.replace("\t", " ") for cell in row) + "\n" for row in rows))
     best = best_of(evaluated)
     if best is not None:
-        _write(run_dir / "best.py", explain(best.candidate, best.result, seed_of(evaluated)) + reproduction(settings) + best.candidate.code)
+        _write(run_dir / "best.py", explain(best.candidate, best.result, seed_of(evaluated), fitness(best)) + reproduction(settings) + best.candidate.code)
         _write(run_dir / "best.diff", best_report(settings, evaluated))
 
 
@@ -148,14 +156,14 @@ def summary(evaluated: list[Evaluated]) -> dict:
     statuses: dict[str, int] = {}
     for e in evaluated:
         statuses[e.result.status] = statuses.get(e.result.status, 0) + 1
-    seed_bpb = seed.result.val_bpb if seed and seed.result.status == "ok" else None
+    seed_bpb = fitness(seed).mean if seed and seed.result.status == "ok" else None
     return {
         "evaluations": len(evaluated),
         "generation": max((e.candidate.generation for e in evaluated), default=0),
         "statuses": statuses,
         "seed_val_bpb": seed_bpb,
         "best": best,
-        "gain": None if best is None or seed_bpb is None else seed_bpb - best.result.val_bpb,
+        "gain": None if best is None or seed_bpb is None else seed_bpb - fitness(best).mean,
         "median_seconds": statistics.median(e.result.wall_seconds for e in evaluated) if evaluated else None,
     }
 
@@ -173,7 +181,8 @@ def format_status(
         f"seed val_bpb:     {'-' if s['seed_val_bpb'] is None else format(s['seed_val_bpb'], '.6f')}",
     ]
     if s["best"] is not None:
-        lines.append(f"best val_bpb:     {s['best'].result.val_bpb:.6f} ({s['best'].candidate.id}, see best.py and best.diff)")
+        lines.append(f"best val_bpb:     {fitness(s['best']).describe()} over its evaluation seeds "
+                     f"({s['best'].candidate.id}, see best.py and best.diff)")
     if s["gain"] is not None:
         lines.append(f"gain over seed:   {s['gain']:.6f} bits/byte ({100 * s['gain'] / s['seed_val_bpb']:.2f}%)")
     if s["median_seconds"] is not None:
@@ -183,5 +192,5 @@ def format_status(
     best = hall_of_fame(evaluated, fame)
     if best:
         lines.append("hall of fame:")
-        lines += [f"  {e.result.val_bpb:.6f}  {e.candidate.id}  {e.candidate.description}" for e in best]
+        lines += [f"  {fitness(e).describe()}  {e.candidate.id}  {e.candidate.description}" for e in best]
     return "\n".join(lines)

@@ -6,6 +6,7 @@ from tqdm import tqdm
 
 from evocode.evaluation.runner import EvalResult
 from evocode.outputs import summary
+from evocode.search.noise import fitness
 from evocode.store import Candidate, Evaluated
 
 
@@ -22,7 +23,7 @@ class Progress:
         s = summary(evaluated)
         fields = {"gen": s["generation"]}
         if s["best"] is not None:
-            fields["best"] = f"{s['best'].result.val_bpb:.4f}"
+            fields["best"] = f"{fitness(s['best']).mean:.4f}"
         if s["gain"] is not None:
             fields["gain"] = f"{s['gain']:+.4f}"
         failures = {k: v for k, v in sorted(s["statuses"].items()) if k != "ok"}

@@ -45,6 +45,9 @@ class EvolveConfig:
     cold: bool = False
     seed: int = 0
     mutators: tuple[str, ...] = ()
+    credit: bool = True  # draw mutators by what helped so far (evocode.search.credit), not uniformly
+    seeds: int = 3  # evaluation seeds an elite candidate gets at most (evocode.search.noise); 1: no re-evaluation
+    precision: float = 0.0  # stop re-evaluating a candidate once its mean's standard error is this small
 
     def __post_init__(self) -> None:
         if self.population < 2:
@@ -53,6 +56,8 @@ class EvolveConfig:
             raise ValueError(f"--elite must be between 0 and population - 1 ({self.population - 1}), got {self.elite}")
         if self.tournament < 1 or self.generations < 0 or self.workers < 1:
             raise ValueError("--tournament and --workers must be at least 1, --generations at least 0")
+        if self.seeds < 1 or not self.precision >= 0:
+            raise ValueError(f"--seeds must be at least 1 and --precision at least 0, got {self.seeds} and {self.precision}")
         if not 0.0 <= self.cx <= 1.0:
             raise ValueError(f"--cx is a probability between 0 and 1, got {self.cx}")
 

@@ -47,6 +47,15 @@ CREATE TABLE IF NOT EXISTS evaluations (
     result TEXT NOT NULL,
     finished REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS reevaluations (
+    candidate_id TEXT NOT NULL REFERENCES candidates(id),
+    eval_seed INTEGER NOT NULL,
+    budget INTEGER NOT NULL,
+    planned REAL NOT NULL,
+    result TEXT,
+    finished REAL,
+    PRIMARY KEY (candidate_id, eval_seed, budget)
+);
 CREATE TABLE IF NOT EXISTS generations (
     number INTEGER PRIMARY KEY,
     population TEXT NOT NULL,
@@ -79,8 +88,20 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Evaluated:
+    """A candidate, its first evaluation (on the run's seed), and its re-evaluations on further seeds, in order."""
+
     candidate: Candidate
     result: EvalResult
+    reevaluations: tuple[EvalResult, ...] = ()
+
+
+@dataclass(frozen=True)
+class Reevaluation:
+    """One more evaluation of a candidate, planned (recorded) before it runs so a resumed run redoes exactly it."""
+
+    candidate_id: str
+    seed: int
+    budget: int
 
 
 class RunStore:
@@ -157,6 +178,32 @@ class RunStore:
             ),
         )
 
+    def plan_reevaluations(self, planned: list[Reevaluation]) -> None:
+        """A round of re-evaluations, all or none, before any of them runs."""
+        now = time.time()
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT INTO reevaluations (candidate_id, eval_seed, budget, planned) VALUES (?, ?, ?, ?)",
+                                [(r.candidate_id, r.seed, r.budget, now) for r in planned])
+
+    def add_reevaluation(self, planned: Reevaluation, result: EvalResult) -> None:
+        self.db.execute(
+            "UPDATE reevaluations SET result = ?, finished = ? WHERE candidate_id = ? AND eval_seed = ? AND budget = ?",
+            (json.dumps(result.as_dict()), time.time(), planned.candidate_id, planned.seed, planned.budget),
+        )
+
+    def pending_reevaluations(self) -> list[Reevaluation]:
+        """Planned re-evaluations without a result, in the order they were planned."""
+        rows = self.db.execute("SELECT candidate_id, eval_seed, budget FROM reevaluations WHERE result IS NULL ORDER BY rowid")
+        return [Reevaluation(*row) for row in rows]
+
+    def reevaluations(self) -> dict[str, tuple[EvalResult, ...]]:
+        """Each candidate's finished re-evaluations, in the order they were planned."""
+        found: dict[str, list[EvalResult]] = {}
+        for cid, result in self.db.execute("SELECT candidate_id, result FROM reevaluations WHERE result IS NOT NULL ORDER BY rowid"):
+            found.setdefault(cid, []).append(EvalResult.from_dict(json.loads(result)))
+        return {cid: tuple(results) for cid, results in found.items()}
+
     def forget_evaluation(self, candidate_id: str) -> None:
         self.db.execute("DELETE FROM evaluations WHERE candidate_id = ?", (candidate_id,))
 
@@ -174,9 +221,9 @@ class RunStore:
         return {cid: EvalResult.from_dict(json.loads(result)) for cid, result in rows}
 
     def evaluated(self) -> list[Evaluated]:
-        """Every evaluated candidate, in the order they were created."""
-        results = self.results()
-        return [Evaluated(c, results[c.id]) for c in self.candidates() if c.id in results]
+        """Every evaluated candidate, in the order they were created, with its re-evaluations."""
+        results, again = self.results(), self.reevaluations()
+        return [Evaluated(c, results[c.id], again.get(c.id, ())) for c in self.candidates() if c.id in results]
 
     def code_hashes(self) -> set[str]:
         return {row[0] for row in self.db.execute("SELECT code_hash FROM candidates")}
@@ -186,7 +233,10 @@ class RunStore:
         return {number: json.loads(population) for number, population in rows}
 
     def finish_times(self) -> dict[str, float]:
-        return dict(self.db.execute("SELECT candidate_id, finished FROM evaluations"))
+        """When each finished evaluation was committed: by candidate id, and ``ID seed S budget B`` for re-evaluations."""
+        again = self.db.execute("SELECT candidate_id || ' seed ' || eval_seed || ' budget ' || budget, finished "
+                                "FROM reevaluations WHERE finished IS NOT NULL")
+        return {**dict(self.db.execute("SELECT candidate_id, finished FROM evaluations")), **dict(again)}
 
     def event_counts(self, kind: str) -> dict[str, int]:
         """How often each subject (the text before the first colon of an event's detail) had an event of this kind."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ import pytest
 from evocode.data import prepare_corpus
 from evocode.evaluation.runner import Limits
 from evocode.spec import EvalSpec
+from evocode.store import RunStore
 
 REPO = Path(__file__).resolve().parent.parent
 SEED_SCRIPT = REPO / "seeds" / "train.py"
@@ -152,3 +155,31 @@ def unfinished_copy(run_dir: Path, destination: Path) -> Path:
 def error_lines(stderr: str) -> list[str]:
     """What a command said was wrong: its stderr less argparse's usage line and that line's indented continuations."""
     return [line for line in stderr.splitlines() if not line.startswith(("usage:", " "))]
+
+
+def finish_times(run_dir: Path) -> dict[str, float]:
+    """When each finished evaluation of the run was committed (re-evaluations included); empty before the store exists."""
+    try:
+        with RunStore.reader(run_dir) as store:
+            return store.finish_times()
+    except sqlite3.Error:
+        return {}
+
+
+def sigkill_driver(driver: subprocess.Popen) -> None:
+    """Kill the driver alone, as a crash would: its workers must notice and stop their candidates."""
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    deadline = time.time() + 15
+    while candidates_alive() and time.time() < deadline:
+        time.sleep(0.2)
+    assert candidates_alive() == [], "candidates kept training after their driver died"
+
+
+def resume_redoing_nothing(run_dir: Path, before: dict[str, float]) -> None:
+    """`evocode resume` finishes the run, and every evaluation finished before it was kept, not redone."""
+    resumed = subprocess.run([sys.executable, "-m", "evocode", "resume", str(run_dir), "--no-progress"],
+                             cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    after = finish_times(run_dir)
+    assert {key: after[key] for key in before} == before, "a completed evaluation was redone"

@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SEED_SCRIPT, candidates_alive
+from conftest import REPO, SEED_SCRIPT, candidates_alive, finish_times, resume_redoing_nothing, sigkill_driver
 from evocode.evaluation.runner import Limits
 from evocode.evolve import evolve
 from evocode.mutation import load_mutators
@@ -115,32 +113,15 @@ def test_a_run_killed_mid_generation_resumes_to_the_same_result(reference_run, t
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     deadline = time.time() + 120
-    while time.time() < deadline and len(_finished(run_dir)) < 5:
+    while time.time() < deadline and len(finish_times(run_dir)) < 5:
         time.sleep(0.2)
-    os.kill(driver.pid, signal.SIGKILL)  # the driver alone: its workers must notice and stop their candidates
-    driver.wait()
-    before = _finished(run_dir)
-    deadline = time.time() + 15
-    while candidates_alive() and time.time() < deadline:
-        time.sleep(0.2)
-    assert candidates_alive() == [], "candidates kept training after their driver died"
-    assert 5 <= len(before) < len(history(reference_run)), "the kill did not land mid-run"
+    sigkill_driver(driver)
+    before = finish_times(run_dir)
+    assert 5 <= len(before) < len(finish_times(reference_run)), "the kill did not land mid-run"
 
-    resumed = subprocess.run([sys.executable, "-m", "evocode", "resume", str(run_dir), "--no-progress"],
-                             cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
-    after = _finished(run_dir)
-    assert {cid: after[cid] for cid in before} == before, "a completed evaluation was redone"
+    resume_redoing_nothing(run_dir, before)
     assert history(run_dir) == history(reference_run)
     assert (run_dir / "best.py").read_text() == (reference_run / "best.py").read_text()
-
-
-def _finished(run_dir: Path) -> dict[str, float]:
-    try:
-        with RunStore.reader(run_dir) as store:
-            return store.finish_times()
-    except sqlite3.Error:
-        return {}
 
 
 def test_candidates_that_crash_hang_or_cheat_are_recorded_and_the_run_goes_on(tiny_spec, tmp_path):

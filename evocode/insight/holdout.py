@@ -16,6 +16,7 @@ from pathlib import Path
 from evocode.data import corpus_of
 from evocode.executors.local import Job, evaluate_many
 from evocode.outputs import best_of, seed_of
+from evocode.search.noise import fitness
 from evocode.settings import RunSettings
 from evocode.store import RunStore
 
@@ -58,7 +59,7 @@ def hidden_test(run_dir: Path, settings: RunSettings) -> HiddenTest | None:
         jobs = [Job(e.candidate.id, e.candidate.code, settings.config.seed, spec) for e in {best.candidate.id: best, seed.candidate.id: seed}.values()]
         scores = {key: r.val_bpb for key, r in evaluate_many(jobs, settings.limits, settings.config.slots)}
         result = HiddenTest(best.candidate.id, scores[best.candidate.id], scores[seed.candidate.id],
-                            seed.result.val_bpb - best.result.val_bpb)
+                            fitness(seed).mean - fitness(best).mean)
         store.put(_KEY, asdict(result))
         return result
 

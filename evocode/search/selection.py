@@ -10,7 +10,6 @@ selection replays exactly from the run's seed.
 
 from __future__ import annotations
 
-import math
 import random
 from contextlib import contextmanager
 from typing import Iterator
@@ -18,6 +17,7 @@ from typing import Iterator
 import numpy as np
 from deap import base, tools
 
+from evocode.search.noise import fitness
 from evocode.store import Evaluated
 
 
@@ -26,12 +26,11 @@ class Fitness(base.Fitness):
 
 
 class Individual:
-    """An evaluated candidate as DEAP's selection tools see it: failures have the worst fitness."""
+    """An evaluated candidate as DEAP's selection tools see it: its mean over its seeds; failures have the worst fitness."""
 
     def __init__(self, evaluated: Evaluated) -> None:
         self.evaluated = evaluated
-        ok = evaluated.result.status == "ok"
-        self.fitness = Fitness((evaluated.result.val_bpb if ok else math.inf,))
+        self.fitness = Fitness((fitness(evaluated).mean,))
 
     @property
     def id(self) -> str:

@@ -1,0 +1,122 @@
+"""Noise-aware fitness: the elite are re-evaluated on further seeds, fitness is their mean, and resume stays exact."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, SEED_SCRIPT, finish_times, resume_redoing_nothing, sigkill_driver
+from evocode.evaluation.runner import EvalResult, Limits
+from evocode.evolve import evolve
+from evocode.genome import Genome
+from evocode.mutation import load_mutators
+from evocode.search.noise import Fitness, beats, extra_seed, fitness, next_round
+from evocode.settings import EvolveConfig, RunSettings
+from evocode.store import Candidate, Evaluated, Reevaluation, RunStore
+
+THREADS = max(1, (os.cpu_count() or 1) // 2)
+TINY = ["--budget", "4096", "--eval-tokens", "1024", "--population", "4", "--generations", "1", "--workers", "2",
+        "--device", "cpu", "--seeds", "3", "--timeout", "120", "--seed", "0", "--no-progress"]
+
+
+def noisy_settings(spec) -> RunSettings:
+    """What TINY gives on the command line, for runs made in this process."""
+    config = EvolveConfig(population=4, generations=1, elite=2, workers=2, seed=0, seeds=3)
+    return RunSettings(SEED_SCRIPT.read_text(), "train.py", config, spec, Limits(timeout_s=120, threads=THREADS), auto_timeout=False)
+
+
+def state(run_dir: Path) -> list[tuple]:
+    """Everything a run measured: each candidate, its first result and its re-evaluations (seed, status, score)."""
+    with RunStore.reader(run_dir) as store:
+        return [
+            (e.candidate.id, e.candidate.code_hash, [(r.seed, r.status, r.val_bpb) for r in (e.result, *e.reevaluations)])
+            for e in store.evaluated()
+        ]
+
+
+@pytest.fixture(scope="module")
+def noisy_run(tiny_spec, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("noisy")
+    evolve(noisy_settings(tiny_spec), run_dir, load_mutators())
+    return run_dir
+
+
+def test_the_final_elite_are_trained_on_as_many_seeds_as_allowed_each_a_different_one(noisy_run):
+    with RunStore.reader(noisy_run) as store:
+        by_id = {e.candidate.id: e for e in store.evaluated()}
+        final = store.populations()[1]
+    elite = sorted((by_id[i] for i in final if by_id[i].result.status == "ok"), key=lambda e: fitness(e).mean)[:2]
+    for e in elite:
+        seeds = [r.seed for r in (e.result, *e.reevaluations)]
+        assert seeds == [0, extra_seed(0, 1), extra_seed(0, 2)]
+        assert fitness(e).n == 3 and fitness(e).sigma is not None
+
+
+def test_candidates_outside_the_elite_keep_their_one_evaluation(noisy_run):
+    with RunStore.reader(noisy_run) as store:
+        evaluated = store.evaluated()
+    assert any(not e.reevaluations for e in evaluated)
+    assert all(e.result.seed == 0 for e in evaluated), "the first evaluation of every candidate is on the run seed"
+
+
+def test_results_tsv_and_status_show_the_mean_with_its_seeds_and_sigma(noisy_run):
+    rows = [line.split("\t") for line in (noisy_run / "results.tsv").read_text().splitlines()]
+    assert rows[0][-2:] == ["seeds", "sigma"]
+    with RunStore.reader(noisy_run) as store:
+        means = {e.candidate.id: fitness(e) for e in store.evaluated()}
+    for row in rows[1:]:
+        if row[3] in ("keep", "discard"):
+            assert float(row[1]) == pytest.approx(means[row[0]].mean, abs=1e-6) and int(row[-2]) == means[row[0]].n
+    status = subprocess.run([sys.executable, "-m", "evocode", "status", str(noisy_run)], capture_output=True, text=True)
+    assert status.returncode == 0
+    best_line = next(line for line in status.stdout.splitlines() if line.startswith("best val_bpb:"))
+    assert " ± " in best_line and "(n=3)" in best_line
+
+
+def test_a_run_killed_during_reevaluation_resumes_to_the_same_end_as_an_uninterrupted_one_redoing_nothing(noisy_run, tmp_path):
+    run_dir = tmp_path / "killed"
+    driver = subprocess.Popen([sys.executable, "-m", "evocode", "evolve", str(SEED_SCRIPT), *TINY, "--run-dir", str(run_dir)],
+                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and not any(" seed " in key for key in finish_times(run_dir)):
+        time.sleep(0.1)
+    sigkill_driver(driver)
+    before = finish_times(run_dir)
+    assert any(" seed " in key for key in before), "the kill did not land after a re-evaluation"
+    assert len(before) < len(finish_times(noisy_run)), "the kill did not land mid-run"
+
+    resume_redoing_nothing(run_dir, before)
+    assert state(run_dir) == state(noisy_run)
+
+
+def _evaluated(cid: str, *scores: float) -> Evaluated:
+    genome = Genome(f"X = {cid!r}\n")
+    candidate = Candidate(cid, 0, "mutation", (), "[]", "", genome.code_hash, genome.code)
+    first, *more = [EvalResult("ok", val_bpb=v, seed=i) for i, v in enumerate(scores)]
+    return Evaluated(candidate, first, tuple(more))
+
+
+def test_a_round_reevaluates_the_unsettled_elite_by_mean_on_the_next_derived_seed():
+    lucky, settled, worse = _evaluated("a", 2.0), _evaluated("b", 2.5, 2.6, 2.4), _evaluated("c", 3.0)
+    assert next_round([worse, settled, lucky], elite=2, seeds=3, precision=0.0, run_seed=7, budget=100) == [
+        Reevaluation("a", extra_seed(7, 1), 100)
+    ]
+    assert next_round([settled], elite=2, seeds=3, precision=0.0, run_seed=7, budget=100) == []
+
+
+def test_a_mean_known_to_the_precision_needs_no_more_seeds():
+    close = _evaluated("a", 2.0, 2.001)
+    assert next_round([close], elite=1, seeds=5, precision=0.01, run_seed=0, budget=100) == []
+    assert len(next_round([close], elite=1, seeds=5, precision=0.0001, run_seed=0, budget=100)) == 1
+
+
+def test_a_new_best_must_beat_the_last_by_more_than_the_noise():
+    incumbent = Fitness(3.0, 3, 0.1)
+    assert not beats(Fitness(2.95, 1, None), incumbent, sigma=0.1)
+    assert beats(Fitness(2.8, 1, None), incumbent, sigma=0.1)
+    assert beats(Fitness(2.95, 1, None), incumbent, sigma=None), "before any noise is measured, lower is better"
