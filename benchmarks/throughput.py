@@ -45,7 +45,7 @@ def measure(settings: RunSettings) -> dict:
         evaluated = evolve(settings, Path(run_dir), load_mutators())
         wall = time.perf_counter() - started
     gpu_util = _gpu_utilization(sampler) if sampler else None
-    results = [e.result for e in evaluated]
+    results = [r for e in evaluated for r in (e.result, *e.reevaluations)]
     overheads = sorted(r.wall_seconds - r.train_seconds - r.eval_seconds for r in results if r.status == "ok")
     slots = settings.config.slots.count
     return {
@@ -55,7 +55,7 @@ def measure(settings: RunSettings) -> dict:
         "overhead_p90": overheads[min(len(overheads) - 1, int(0.9 * len(overheads)))],
         "utilization": sum(r.train_seconds for r in results) / (slots * wall),
         "per_hour": len(results) / wall * 3600,
-        "scores": {e.candidate.code_hash: e.result.val_bpb for e in evaluated},
+        "scores": {(e.candidate.code_hash, r.seed): r.val_bpb for e in evaluated for r in (e.result, *e.reevaluations)},
         "gpu_util": gpu_util,
     }
 

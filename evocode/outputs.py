@@ -121,7 +121,8 @@ def reproduction(settings: RunSettings) -> str:
     if settings.data is None:
         env.pop(CORPUS_DIR_VAR, None)  # the default corpus is found without it, and the cache path is this machine's
     by_hand = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-    return f"# reproduce (in the run directory): {eval_command(settings, 'best.py')}\n# or by hand: {by_hand} python best.py\n"
+    return (f"# reproduce (in the run directory): {eval_command(settings, 'best.py')}\n# or by hand: {by_hand} python best.py\n"
+            f"# (either gives its score on the run's evaluation seed {settings.config.seed}; a mean above also counts its re-evaluations)\n")
 
 
 def best_report(settings: RunSettings, evaluated: list[Evaluated]) -> str | None:

@@ -9,6 +9,7 @@ from dataclasses import replace
 from conftest import REPO
 from evocode.evaluation.runner import evaluate
 from evocode.insight.holdout import stored_hidden_test
+from evocode.outputs import best_of
 from evocode.store import RunStore
 
 
@@ -22,7 +23,7 @@ def test_a_candidate_can_be_scored_on_the_hidden_split_and_it_is_another_text(se
 def test_a_finished_run_keeps_its_best_and_seed_scored_on_the_hidden_split(finished_run):
     with RunStore.reader(finished_run) as store:
         held_out = stored_hidden_test(store)
-        best = min((e for e in store.evaluated() if e.result.status == "ok"), key=lambda e: e.result.val_bpb)
+        best = best_of(store.evaluated())
     assert held_out is not None and held_out.candidate == best.candidate.id
     assert held_out.gain is not None
     status = subprocess.run([sys.executable, "-m", "evocode", "status", str(finished_run)], cwd=REPO,
