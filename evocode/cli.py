@@ -432,7 +432,7 @@ def run_add(args: argparse.Namespace) -> int:
     with RunStore.reader(args.run_dir) as store:  # a running driver holds the lock; it takes the queue at its next generation
         queue_variant(store, args.variant.name, source)
     print(f"{args.variant} queued: a running driver takes it at its next generation; a stopped run on `python -m evocode "
-          f"resume {args.run_dir}`; a finished run when given more generations (`evolve SEED --run-dir {args.run_dir} --generations G`)")
+          f"resume {args.run_dir}`; a finished run when given more generations (`python -m evocode resume {args.run_dir} --generations G`)")
 
 
 def add_what_helped_parser(subparsers: argparse._SubParsersAction) -> None:
