@@ -60,35 +60,23 @@ population_int = _integer(2, None, "a population size")
 memory_mb = _integer(MIN_MEMORY_MB, None, f"a memory limit in MiB (a candidate needs at least {MIN_MEMORY_MB})")
 
 
-def positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds; pass a positive number such as 600")
-    return value
+def _real(accepts: Callable[[float], bool], what: str) -> Callable[[str], float]:
+    """A converter to a finite number that `accepts`, whose error names `what` to pass instead."""
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and accepts(value)):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return convert
 
 
-def bits_per_byte(text: str) -> float:
-    """A precision in bits per byte: 0 or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a precision in bits per byte; pass 0 or more, such as 0.02")
-    return value
-
-
-def probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a probability; pass a number from 0 to 1 such as 0.3")
-    return value
+positive_seconds = _real(lambda v: v > 0, "a number of seconds; pass a positive number such as 600")
+bits_per_byte = _real(lambda v: v >= 0, "a precision in bits per byte; pass 0 or more, such as 0.02")
+probability = _real(lambda v: 0.0 <= v <= 1.0, "a probability; pass a number from 0 to 1 such as 0.3")
 
 
 def device(text: str) -> str:
