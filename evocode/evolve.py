@@ -24,10 +24,10 @@ from evocode.insight.human import ORIGIN, human_genomes
 from evocode.mutation import Mutator, mutate
 from evocode.outputs import write_candidate, write_summary
 from evocode.search.credit import credited, mutator_weights, trials
-from evocode.search.noise import next_round
+from evocode.search.noise import baseline_seeds, next_round
 from evocode.search.selection import Individual, next_population, tournament
 from evocode.settings import EvolveConfig, RunSettings, derived_timeout, start_or_continue, with_timeout
-from evocode.store import Candidate, Evaluated, RunStore
+from evocode.store import Candidate, Evaluated, Reevaluation, RunStore
 
 # A child that duplicates a known program is redrawn; this bounds the redraws per child wanted.
 _ATTEMPTS_PER_CHILD = 10
@@ -53,7 +53,7 @@ def evolve(
             if generation == 0:
                 evaluate_baseline(store, settings, brood[0], run_dir, on_result)
             settings = with_timeout(settings, store.get("timeout_s"))
-            evaluate_brood(store, settings, brood, run_dir, on_result)
+            evaluate_jobs(store, settings, brood, [], run_dir, on_result)
             population = next_population(population, individuals(store, [c.id for c in brood]), settings.config.elite)
             population = reevaluate_elite(store, settings, [ind.id for ind in population], run_dir)
             store.finish_generation(generation, [ind.id for ind in population])
@@ -69,11 +69,17 @@ def rewrite_outputs(store: RunStore, settings: RunSettings, run_dir: Path) -> No
 
 
 def evaluate_baseline(store: RunStore, settings: RunSettings, seed: Candidate, run_dir: Path, on_result) -> None:
-    """The seed alone, first: a run has no meaning without its baseline, and the seed's time sets the timeout."""
+    """The seed first, beside only its own further seeds: a run has no meaning without its baseline, and the seed's
+    time sets the timeout."""
     previous = store.results().get(seed.id)
     if previous is not None and previous.status != "ok":
-        store.forget_evaluation(seed.id)  # a failed baseline may have been the machine's fault: try it again
-    evaluate_brood(store, settings, [seed], run_dir, on_result)
+        store.forget_evaluations(seed.id)  # a failed baseline may have been the machine's fault: try it again
+    if seed.id not in store.results() and seed.id not in store.reevaluations():
+        config = settings.config
+        store.plan_reevaluations([Reevaluation(seed.id, s, settings.spec.budget)
+                                  for s in baseline_seeds(config.seed, config.seeds, config.slots.count)])
+    extras = [r for r in store.pending_reevaluations() if r.candidate_id == seed.id]
+    evaluate_jobs(store, settings, [seed], extras, run_dir, on_result)
     result = store.results()[seed.id]
     if result.status != "ok":
         raise SeedFailed(
@@ -163,17 +169,28 @@ def _mutant(
     return outcome.genome
 
 
-def evaluate_brood(store: RunStore, settings: RunSettings, brood: list[Candidate], run_dir: Path, on_result) -> None:
-    """Evaluate the brood's candidates that have no result yet; each result is committed as it arrives."""
+def evaluate_jobs(
+    store: RunStore, settings: RunSettings, candidates: list[Candidate], reevaluations: list[Reevaluation], run_dir: Path,
+    on_result,
+) -> None:
+    """Evaluate the candidates that have no result yet and the planned re-evaluations, sharing the slots; each result
+    is committed as it arrives."""
     done = store.results()
-    pending = {c.id: c for c in brood if c.id not in done}
+    pending = {c.id: c for c in candidates if c.id not in done}
+    again = {f"{r.candidate_id} seed {r.seed}": r for r in reevaluations}
+    codes = {c.id: c.code for c in store.candidates()} if again else {}
     jobs = [Job(c.id, c.code, settings.config.seed, settings.spec) for c in pending.values()]
-    for candidate_id, result in evaluate_many(jobs, settings.limits, settings.config.slots):
-        store.add_evaluation(candidate_id, result)
+    jobs += [Job(key, codes[r.candidate_id], r.seed, settings.spec) for key, r in again.items()]
+    for key, result in evaluate_many(jobs, settings.limits, settings.config.slots):
+        if key in again:
+            store.add_reevaluation(again[key], result)
+            write_summary(run_dir, settings, store.evaluated())
+            continue
+        store.add_evaluation(key, result)
         evaluated = store.evaluated()
-        write_candidate(run_dir, Evaluated(pending[candidate_id], result))
+        write_candidate(run_dir, Evaluated(pending[key], result))
         write_summary(run_dir, settings, evaluated)
-        on_result(pending[candidate_id], result, evaluated)
+        on_result(pending[key], result, evaluated)
 
 
 def reevaluate_elite(store: RunStore, settings: RunSettings, population: list[str], run_dir: Path) -> list[Individual]:
@@ -183,20 +200,16 @@ def reevaluate_elite(store: RunStore, settings: RunSettings, population: list[st
     round is planned from stored results only, so the resumed run plans the same ones.
     """
     config = settings.config
-    codes = {c.id: c.code for c in store.candidates()}
     while True:
         planned = store.pending_reevaluations()
         if not planned:
             pool = [ind.evaluated for ind in individuals(store, population)]
-            planned = next_round(pool, config.elite, config.seeds, config.precision, config.seed, settings.spec.budget)
+            planned = next_round(pool, config.elite, config.seeds, config.precision, config.seed, settings.spec.budget,
+                                 width=config.slots.count)
             if not planned:
                 return individuals(store, population)
             store.plan_reevaluations(planned)
-        jobs = {f"{r.candidate_id} seed {r.seed}": r for r in planned}
-        for key, result in evaluate_many([Job(k, codes[r.candidate_id], r.seed, settings.spec) for k, r in jobs.items()],
-                                         settings.limits, config.slots):
-            store.add_reevaluation(jobs[key], result)
-            write_summary(run_dir, settings, store.evaluated())
+        evaluate_jobs(store, settings, [], planned, run_dir, lambda *_: None)
 
 
 def _genome(seed: Genome, ind: Individual) -> Genome:

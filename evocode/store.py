@@ -204,8 +204,12 @@ class RunStore:
             found.setdefault(cid, []).append(EvalResult.from_dict(json.loads(result)))
         return {cid: tuple(results) for cid, results in found.items()}
 
-    def forget_evaluation(self, candidate_id: str) -> None:
-        self.db.execute("DELETE FROM evaluations WHERE candidate_id = ?", (candidate_id,))
+    def forget_evaluations(self, candidate_id: str) -> None:
+        """Every evaluation of the candidate, re-evaluations included, as if it had never run."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("DELETE FROM evaluations WHERE candidate_id = ?", (candidate_id,))
+            self.db.execute("DELETE FROM reevaluations WHERE candidate_id = ?", (candidate_id,))
 
     def finish_generation(self, number: int, population: list[str]) -> None:
         self.db.execute("INSERT INTO generations VALUES (?, ?, ?)", (number, json.dumps(population), time.time()))

@@ -15,7 +15,7 @@ from evocode.evaluation.runner import EvalResult, Limits
 from evocode.evolve import evolve
 from evocode.genome import Genome
 from evocode.mutation import load_mutators
-from evocode.search.noise import Fitness, beats, extra_seed, fitness, next_round
+from evocode.search.noise import Fitness, baseline_seeds, beats, extra_seed, fitness, next_round
 from evocode.settings import EvolveConfig, RunSettings
 from evocode.store import Candidate, Evaluated, Reevaluation, RunStore
 
@@ -107,6 +107,27 @@ def test_a_round_reevaluates_the_unsettled_elite_by_mean_on_the_next_derived_see
         Reevaluation("a", extra_seed(7, 1), 100)
     ]
     assert next_round([settled], elite=2, seeds=3, precision=0.0, run_seed=7, budget=100) == []
+
+
+def test_a_round_that_would_leave_slots_idle_gives_the_best_unsettled_their_following_seeds_too():
+    lucky, second, settled = _evaluated("a", 2.0), _evaluated("b", 2.1), _evaluated("c", 2.5, 2.6, 2.4)
+    pool = [settled, second, lucky]
+    assert next_round(pool, elite=2, seeds=3, precision=0.0, run_seed=7, budget=100, width=2) == [
+        Reevaluation("a", extra_seed(7, 1), 100), Reevaluation("b", extra_seed(7, 1), 100),
+    ], "one seed each already fills two slots"
+    assert next_round(pool, elite=2, seeds=3, precision=0.0, run_seed=7, budget=100, width=4) == [
+        Reevaluation("a", extra_seed(7, 1), 100), Reevaluation("b", extra_seed(7, 1), 100),
+        Reevaluation("a", extra_seed(7, 2), 100), Reevaluation("b", extra_seed(7, 2), 100),
+    ]
+    assert next_round([lucky], elite=2, seeds=3, precision=0.0, run_seed=7, budget=100, width=8) == [
+        Reevaluation("a", extra_seed(7, 1), 100), Reevaluation("a", extra_seed(7, 2), 100),
+    ], "never past a candidate's cap of seeds"
+
+
+def test_the_baseline_runs_beside_as_many_of_its_further_seeds_as_there_are_free_slots():
+    assert baseline_seeds(7, seeds=3, slots=1) == []
+    assert baseline_seeds(7, seeds=3, slots=2) == [extra_seed(7, 1)]
+    assert baseline_seeds(7, seeds=3, slots=8) == [extra_seed(7, 1), extra_seed(7, 2)]
 
 
 def test_a_mean_known_to_the_precision_needs_no_more_seeds():

@@ -76,14 +76,33 @@ def settled(e: Evaluated, seeds: int, precision: float) -> bool:
     return 1 + len(e.reevaluations) >= seeds or f.n >= 2 and f.standard_error <= precision
 
 
-def next_round(pool: Sequence[Evaluated], elite: int, seeds: int, precision: float, run_seed: int, budget: int) -> list[Reevaluation]:
-    """One more seed for each of the `elite` best of the pool (by mean) that is not settled; empty when all are."""
+def next_round(
+    pool: Sequence[Evaluated], elite: int, seeds: int, precision: float, run_seed: int, budget: int, width: int = 1,
+) -> list[Reevaluation]:
+    """One more seed for each of the `elite` best of the pool (by mean) that is not settled; empty when all are.
+
+    When that leaves some of the `width` slots that evaluate at once idle, the
+    best of them also get their following seeds in the same round (each up to
+    its cap): they would get them in the next rounds unless their luck ran
+    out, and an idle slot is wall time lost for certain.
+    """
     ranked = sorted((e for e in pool if e.result.status == "ok"), key=lambda e: (fitness(e).mean, e.candidate.id))
-    return [
-        Reevaluation(e.candidate.id, extra_seed(run_seed, 1 + len(e.reevaluations)), budget)
-        for e in ranked[: max(1, elite)]
-        if not settled(e, seeds, precision)
-    ]
+    unsettled = [e for e in ranked[: max(1, elite)] if not settled(e, seeds, precision)]
+    planned: list[Reevaluation] = []
+    for depth in range(seeds):
+        if depth and len(planned) >= width:
+            break
+        for e in unsettled:
+            index = 1 + len(e.reevaluations) + depth
+            if index < seeds and (depth == 0 or len(planned) < width):
+                planned.append(Reevaluation(e.candidate.id, extra_seed(run_seed, index), budget))
+    return planned
+
+
+def baseline_seeds(run_seed: int, seeds: int, slots: int) -> list[int]:
+    """The further seeds the seed script is evaluated on beside its first: as many as leave no slot idle while the
+    baseline, which every later claim is measured against, runs alone."""
+    return [extra_seed(run_seed, index) for index in range(1, min(seeds, slots))]
 
 
 def run_sigma(evaluated: Sequence[Evaluated]) -> float | None:
