@@ -58,10 +58,10 @@ def state_line(run_dir: Path) -> str:
 
 @pytest.fixture(scope="module")
 def killed_run(tmp_path_factory) -> Path:
-    """A run whose driver was SIGKILLed after two results, while it still had work to do."""
+    """A run whose driver was SIGKILLed after three results (the seed on two seeds, a mutant), while it still had work to do."""
     run_dir = tmp_path_factory.mktemp("killed") / "run"
     driver = start_driver(run_dir)
-    wait_for_results(run_dir, 2)
+    wait_for_results(run_dir, 3)
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()
     return run_dir
