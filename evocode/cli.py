@@ -190,6 +190,8 @@ def add_evolve_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no live progress line")
     p.add_argument("--force", action="store_true", help=_FORCE_HELP)
     p.add_argument("--no-credit", action="store_true", help="draw mutators uniformly instead of by what helped so far")
+    p.add_argument("--no-adaptive-steps", action="store_true",
+                   help="keep each numeric mutator's step size fixed instead of growing it where big steps helped")
     p.add_argument("--seeds", type=positive_int, default=defaults.seeds,
                    help="evaluation seeds an elite candidate is trained with at most; its fitness is their mean (default %(default)s; 1: off)")
     p.add_argument("--precision", type=bits_per_byte, default=defaults.precision,
@@ -246,7 +248,7 @@ def run_evolve(args: argparse.Namespace) -> int:
     config = EvolveConfig(
         population=population, generations=args.generations, tournament=args.tournament, elite=args.elite,
         cx=args.cx, workers=args.workers, gpus=gpus, per_gpu=args.per_gpu, cold=args.cold, seed=args.seed,
-        mutators=tuple(args.mutators), credit=not args.no_credit,
+        mutators=tuple(args.mutators), credit=not args.no_credit, adaptive_steps=not args.no_adaptive_steps,
         seeds=args.seeds, precision=args.precision,
     )
     run_dir = args.run_dir or default_run_dir(args.name or f"{args.script.stem}-{time.strftime('%Y%m%d-%H%M%S')}")

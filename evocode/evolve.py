@@ -133,13 +133,13 @@ def breed(store: RunStore, settings: RunSettings, mutators: list[Mutator], popul
 def credit_policy(
     store: RunStore, config: EvolveConfig, mutators: list[Mutator],
 ) -> tuple[list[Mutator], Callable[[np.random.Generator], np.ndarray | None]]:
-    """The mutators (choosing their sites by credit) and how each mutant weighs them: by the credit of every pair
-    evaluated so far, or, when credit is off, the mutators as they are, uniformly."""
+    """The mutators (choosing their sites, and sizing their numeric steps, by credit) and how each mutant weighs
+    them: by the credit of every pair evaluated so far, or, when credit is off, the mutators as they are, uniformly."""
     if not config.credit:
         return mutators, lambda rng: None
     evidence = trials(store.evaluated())
     names = [m.name for m in mutators]
-    return credited(mutators, evidence), lambda rng: mutator_weights(names, evidence, rng)
+    return credited(mutators, evidence, config.adaptive_steps), lambda rng: mutator_weights(names, evidence, rng)
 
 
 def vary(

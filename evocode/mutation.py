@@ -14,6 +14,7 @@ Failure; it never stops a run.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import importlib
 import importlib.metadata
@@ -26,8 +27,8 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-from typing import ClassVar, Iterable, Sequence, TypeVar
+from types import MappingProxyType, ModuleType
+from typing import ClassVar, Iterable, Mapping, Sequence, TypeVar
 
 import libcst as cst
 import numpy as np
@@ -43,6 +44,23 @@ _FORBIDDEN = (re.compile(r"\bharness\b"), re.compile(r"is_causal\s*=\s*False"))
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+# How often a numeric mutation moves a constant the way that last helped there, when it has advice.
+FOLLOW = 0.75
+
+
+@dataclass(frozen=True)
+class Step:
+    """Advice for moving one numeric constant, from what helped there so far (evocode.search.steps): multiply the
+    mutator's usual step by `scale`; `direction` +1 (larger), -1 (smaller) or 0 (no evidence)."""
+
+    scale: float = 1.0
+    direction: int = 0
+
+    def sign(self, rng: np.random.Generator) -> int:
+        """Which way to move: the advised direction with probability FOLLOW, else the other; either, evenly, without advice."""
+        if not self.direction:
+            return pick(rng, (-1, 1))
+        return self.direction if rng.random() < FOLLOW else -self.direction
 
 
 class Mutator:
@@ -50,6 +68,9 @@ class Mutator:
 
     name: ClassVar[str] = ""
     category: ClassVar[str] = ""
+    # Per constant, how far and which way to step (set by the search on a copy, see `advised`); numeric mutators
+    # read it with ``self.steps.get(name, Step())``, others ignore it.
+    steps: Mapping[str, Step] = MappingProxyType({})
 
     def propose(self, program: Program, rng: np.random.Generator) -> Edit | None:
         """One edit to this program, or None when it has no site for this mutator."""
@@ -57,6 +78,12 @@ class Mutator:
 
     def edit(self, site: str, code: str, description: str) -> Edit:
         return Edit(self.name, site, code, description)
+
+    def advised(self, steps: Mapping[str, Step]) -> Mutator:
+        """A copy of this mutator that sizes its numeric steps by `steps`; the original is left as it was."""
+        clone = copy.copy(self)
+        clone.steps = MappingProxyType(dict(steps))
+        return clone
 
     @property
     def hypothesis(self) -> str:

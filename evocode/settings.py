@@ -46,6 +46,7 @@ class EvolveConfig:
     seed: int = 0
     mutators: tuple[str, ...] = ()
     credit: bool = True  # draw mutators by what helped so far (evocode.search.credit), not uniformly
+    adaptive_steps: bool = True  # with credit: size numeric steps per constant by what helped (evocode.search.steps)
     seeds: int = 3  # evaluation seeds an elite candidate gets at most (evocode.search.noise); 1: no re-evaluation
     precision: float = 0.0  # stop re-evaluating a candidate once its mean's standard error is this small
 

@@ -11,7 +11,7 @@ import libcst.matchers as m
 import numpy as np
 
 from evocode.genome import Edit
-from evocode.mutation import Mutator, format_number, pick
+from evocode.mutation import FOLLOW, Mutator, Step, format_number, pick
 from evocode.program import Program
 
 
@@ -51,7 +51,8 @@ def satisfies(program: Program, name: str, value: int) -> bool:
 
 class ScaleConstant(Mutator):
     """Scale-like hyperparameters (learning rate, weight decay, eps, init std) are mis-set by factors, not by amounts:
-    multiplying one by a log-normal factor tests whether the script trains better with it larger or smaller."""
+    multiplying one by a log-normal factor tests whether the script trains better with it larger or smaller.
+    The factor grows where large moves kept helping and shrinks where they stopped (its ``steps`` advice)."""
 
     name = "scale_constant"
     category = "hyperparameter"
@@ -62,7 +63,8 @@ class ScaleConstant(Mutator):
         if not sites:
             return None
         name, value = pick(rng, sites)
-        exponent = pick(rng, (-1, 1)) * rng.uniform(0.3, 1.5)
+        step = self.steps.get(name, Step())
+        exponent = step.sign(rng) * rng.uniform(0.3, 1.5) * step.scale
         new = float(f"{value * 2**exponent:.2g}")
         return self.edit(name, format_number(new), f"{name} {format_number(value)} → {format_number(new)}")
 
@@ -70,7 +72,8 @@ class ScaleConstant(Mutator):
 class CountConstant(Mutator):
     """Model shape (layers, heads, width, MLP ratio) trades capacity against steps at a fixed token budget:
     a step up or down in one count tests which side of that trade the script is on. Keeps the divisibility
-    constraints the script asserts (e.g. N_EMBD % N_HEAD == 0)."""
+    constraints the script asserts (e.g. N_EMBD % N_HEAD == 0). Where a direction helped before (its ``steps``
+    advice), it usually steps that way again."""
 
     name = "count_constant"
     category = "architecture"
@@ -86,6 +89,10 @@ class CountConstant(Mutator):
         if not options:
             return None
         name, value, new = pick(rng, options)
+        direction = self.steps.get(name, Step()).direction
+        onward = [o for o in options if o[0] == name and (o[2] - value) * direction > 0]
+        if onward and rng.random() < FOLLOW:
+            name, value, new = pick(rng, onward)
         return self.edit(name, str(new), f"{name} {value} → {new}")
 
     @staticmethod
@@ -177,3 +184,35 @@ class ToggleFlag(Mutator):
             return None
         name, value = pick(rng, sites)
         return self.edit(name, repr(not value), f"{name} {value} → {not value}")
+
+
+class CoupledScale(Mutator):
+    """Some constants only make sense together, and moving one alone tests a worse version of the change: Adam's
+    learning rate scales with the square root of the batch, and a layer's init std with one over the square root
+    of its width. Doubling or halving the first while the second follows its rule tests the change itself."""
+
+    name = "coupled_scale"
+    category = "hyperparameter"
+    # (leading count, following scale, exponent): the follower is multiplied by factor ** exponent when the lead is.
+    couplings: ClassVar[tuple[tuple[str, str, float], ...]] = (
+        (r"^BATCH_SIZE$", r"(^|_)(LR|LEARNING_RATE)$", 0.5),
+        (r"^(N_EMBD|D_MODEL|WIDTH|HIDDEN_SIZE)$", r"(^|_)STD$", -0.5),
+    )
+
+    def propose(self, program: Program, rng: np.random.Generator) -> Edit | None:
+        options = [
+            (lead, value, int(value * factor), follower, scale, scale * factor**exponent)
+            for lead_pattern, follow_pattern, exponent in self.couplings
+            for lead, value in matching_constants(program, lead_pattern, int)
+            for follower, scale in matching_constants(program, follow_pattern, float)
+            for factor in (0.5, 2)
+            if scale > 0 and value * factor >= 1 and satisfies(program, lead, int(value * factor))
+        ]
+        if not options:
+            return None
+        lead, value, new, follower, scale, new_scale = pick(rng, options)
+        new_scale = format_number(new_scale, 2)
+        return self.edit(
+            f"({lead}, {follower})", f"{new}, {new_scale}",
+            f"{lead}×{follower} {value}×{format_number(scale)} → {new}×{new_scale} ({follower} follows {lead})",
+        )

@@ -7,6 +7,7 @@ one doubles it (always hurts).
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from collections import Counter
@@ -108,7 +109,7 @@ def test_a_child_that_failed_is_a_try_that_did_not_improve_credited_to_its_one_n
     seed = record("s", (), [], EvalResult("ok", val_bpb=3.0))
     parent = record("p", ("s",), [first], EvalResult("ok", val_bpb=2.5))
     child = record("c", ("p",), [first, second], EvalResult("crash", reason="RuntimeError"))
-    assert trials([seed, parent, child]) == [Trial("one", "X", 0.5), Trial("two", "X", None)]
+    assert trials([seed, parent, child]) == [Trial("one", "X", 0.5, step=1.0), Trial("two", "X", None, step=math.log2(3 / 2))]
     rows = {r.label: r for r in what_helped_rows([seed, parent, child])}
     assert (rows["two"].tries, rows["two"].improved, rows["two"].mean_delta) == (1, 0, None)
 

@@ -3,6 +3,7 @@ constraints, and proposes nothing for a script without its site."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -64,6 +65,23 @@ def test_batch_against_sequence_length_keeps_tokens_per_step_and_the_context_len
     for edit in proposals("batch_vs_seq_len"):
         constants = constants_after(edit)
         assert constants["BATCH_SIZE"] * constants["SEQ_LEN"] == 16 * 128 and constants["SEQ_LEN"] <= 128
+
+
+def test_coupled_constants_move_together_by_their_rule_keeping_the_asserted_divisibility():
+    seen = set()
+    for edit in proposals("coupled_scale", 30):
+        after = constants_after(edit)
+        if edit.site == "(BATCH_SIZE, LEARNING_RATE)":
+            factor = after["BATCH_SIZE"] / 16
+            assert math.isclose(after["LEARNING_RATE"], 3e-3 * factor**0.5, rel_tol=0.03), edit.description
+        else:
+            assert edit.site == "(N_EMBD, INIT_STD)"
+            factor = after["N_EMBD"] / 128
+            assert math.isclose(after["INIT_STD"], 0.02 * factor**-0.5, rel_tol=0.03), edit.description
+            assert after["N_EMBD"] % after["N_HEAD"] == 0
+        assert factor in (0.5, 2)
+        seen.add(edit.site)
+    assert len(seen) == 2, "both couplings of the seed are proposed"
 
 
 def test_scale_like_values_move_by_a_factor_and_read_nicely():

@@ -35,6 +35,7 @@ from evocode.genome import Edit, edits_from_json
 from evocode.mutation import Mutator, pick
 from evocode.program import Program
 from evocode.search.noise import scores_by_seed
+from evocode.search.steps import log_step, step_sizes
 from evocode.store import Evaluated
 
 # Share of picks (of mutators, and of sites) made uniformly, whatever the credit says.
@@ -45,11 +46,13 @@ PROPOSALS = 3
 
 @dataclass(frozen=True)
 class Trial:
-    """One new edit of a mutant and what its pair showed: Δ, or None when the child failed."""
+    """One new edit of a mutant and what its pair showed: Δ, or None when the child failed; for an edit of a
+    module-level number, its step log2(new / old)."""
 
     mutator: str
     site: str
     delta: float | None
+    step: float | None = None
 
     @property
     def improved(self) -> bool:
@@ -100,7 +103,9 @@ def trials(evaluated: Sequence[Evaluated]) -> list[Trial]:
             continue
         edits = new_edits(parent, child)
         if len(edits) == 1:
-            found.append(Trial(edits[0].mutator, edits[0].site, paired_delta(parent, child)))
+            (edit,) = edits
+            step = log_step(parent.candidate.code, child.candidate.code, edit.site) if edit.site.isidentifier() else None
+            found.append(Trial(edit.mutator, edit.site, paired_delta(parent, child), step))
     return found
 
 
@@ -174,9 +179,13 @@ class SiteByCredit(Mutator):
         return options[int(np.argmax(_thompson(self.site_credit, labels, rng)))]
 
 
-def credited(mutators: Sequence[Mutator], found: Sequence[Trial]) -> list[Mutator]:
-    """The mutators, each choosing among the sites it proposes by the credit of mutator × site."""
+def credited(mutators: Sequence[Mutator], found: Sequence[Trial], adaptive_steps: bool = True) -> list[Mutator]:
+    """The mutators, each choosing among the sites it proposes by the credit of mutator × site, and (with
+    adaptive_steps) sizing its numeric steps by what the steps at each constant showed (evocode.search.steps)."""
     sites = credit_by(found, by_site)
+    if adaptive_steps:
+        steps = step_sizes([(t.site, t.step, t.improved) for t in found if t.step is not None])
+        mutators = [m.advised(steps) for m in mutators]
     return [SiteByCredit(m, sites) for m in mutators]
 
 
