@@ -174,13 +174,20 @@ def evaluate_jobs(
     on_result,
 ) -> None:
     """Evaluate the candidates that have no result yet and the planned re-evaluations, sharing the slots; each result
-    is committed as it arrives."""
+    is committed as it arrives.
+
+    The longest go first, as expected from the parents' times (a re-evaluation: the candidate's own): the
+    phase waits for its slowest evaluation, and starting it early leaves the short ones to fill the last gaps.
+    """
     done = store.results()
     pending = {c.id: c for c in candidates if c.id not in done}
     again = {f"{r.candidate_id} seed {r.seed}": r for r in reevaluations}
     codes = {c.id: c.code for c in store.candidates()} if again else {}
+    seconds = {c.id: max((done[p].wall_seconds for p in c.parents if p in done), default=0.0) for c in pending.values()}
+    seconds |= {key: done[r.candidate_id].wall_seconds if r.candidate_id in done else 0.0 for key, r in again.items()}
     jobs = [Job(c.id, c.code, settings.config.seed, settings.spec) for c in pending.values()]
     jobs += [Job(key, codes[r.candidate_id], r.seed, settings.spec) for key, r in again.items()]
+    jobs.sort(key=lambda job: -seconds[job.key])
     for key, result in evaluate_many(jobs, settings.limits, settings.config.slots):
         if key in again:
             store.add_reevaluation(again[key], result)

@@ -72,6 +72,15 @@ def is_fork_server(pid: int) -> bool:
     return b"evocode.evaluation.forkserver" in _cmdline(pid)
 
 
+def _tmpdir(pid: int) -> str | None:
+    """The process's TMPDIR: each test session has its own, so this tells our fork servers from another session's."""
+    try:
+        variables = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return next((v[len(b"TMPDIR="):].decode() for v in variables if v.startswith(b"TMPDIR=")), None)
+
+
 def _cmdline(pid: int) -> bytes:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -120,7 +129,8 @@ def candidates_alive() -> list[int]:
     """
     root = tempfile.gettempdir()
     parents = live_processes()
-    found = set(_descendants([pid for pid in parents if is_fork_server(pid)], parents))
+    servers = [pid for pid in parents if is_fork_server(pid) and _tmpdir(pid) == root]
+    found = set(_descendants(servers, parents))
     for pid in parents:
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
