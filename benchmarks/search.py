@@ -7,7 +7,8 @@ training runs, hence equal training tokens: random search and TPE get as
 many evaluations as evocode made, its re-evaluations included.
 
 - evocode: `evolve` with the given population and generations (credit and
-  noise-aware fitness as configured; `--ablations` adds a run with each off).
+  noise-aware fitness as configured; `--ablations` adds a run with each of
+  credit, re-evaluation and adaptive steps off, reported in its own section).
 - random: independent random edit lists from the same mutators, their
   lengths drawn from the lengths of evocode's own candidates.
 - TPE: Optuna's TPE over the seed's module-level numeric constants
@@ -163,7 +164,8 @@ def main() -> None:
     parser.add_argument("--recheck-seeds", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=60.0, help="per-candidate limit in seconds, the same for every method")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--ablations", action="store_true", help="also run evocode without credit and without re-evaluation")
+    parser.add_argument("--ablations", action="store_true",
+                        help="also run evocode without credit, without re-evaluation and with fixed steps (its own RESULTS section)")
     args = parser.parse_args()
 
     seed_source = SEED_SCRIPT.read_text()
@@ -173,7 +175,8 @@ def main() -> None:
     (seed_re,) = recheck([seed_source], spec, limits, args.workers, fresh)
     variants = {"evocode": {}}
     if args.ablations:
-        variants |= {"evocode, no credit": {"credit": False}, "evocode, one seed each": {"seeds": 1}}
+        variants |= {"evocode, no credit": {"credit": False}, "evocode, one seed each": {"seeds": 1},
+                     "evocode, fixed steps": {"adaptive_steps": False}}
     rows, rechecked, reach = [], {}, {}
     for search_seed in range(args.search_seeds):
         base = EvolveConfig(population=args.population, generations=args.generations, workers=args.workers, seed=search_seed)
@@ -191,7 +194,8 @@ def main() -> None:
             rows.append([str(search_seed), o.method, str(o.evaluations), f"{o.tokens:,}", f"{o.wall_seconds:.0f}",
                          f"{seed_bpb - o.best_bpb:+.4f}", f"{seed_re - score:+.4f}", o.best_description[:100]])
             print(" | ".join(rows[-1]), flush=True)
-    write_section("search", report(args, rows, rechecked, reach, fresh, seed_re))
+    # An ablation run is its own section, so it never replaces the comparison run's table.
+    write_section("search-ablations" if args.ablations else "search", report(args, rows, rechecked, reach, fresh, seed_re))
 
 
 def _median_tokens(reached: list[int | None]) -> str:
