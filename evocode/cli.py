@@ -30,7 +30,7 @@ from evocode.mutation import describe_mutators, describe_variant, load_mutators,
 from evocode.options import (
     RUNS_ROOT, OptionError, bits_per_byte, check_population, check_spec, context_int, data_file, default_run_dir, device, existing_dir,
     existing_run, holds_run, memory_mb, mutator_item, new_or_existing_run_dir, non_negative_int, population_int,
-    positive_int, positive_seconds, probability, run_name, script_file, seed_int,
+    positive_int, positive_seconds, probability, run_name, script_file, seed_int, time_factor,
 )
 from evocode.outputs import best_report, explain, format_status, seed_diff, seed_of
 from evocode.progress import Progress
@@ -189,6 +189,10 @@ def add_evolve_parser(subparsers: argparse._SubParsersAction) -> None:
     where.add_argument("--name", type=run_name, default=None, help="name of the run directory under runs/ (default SCRIPT-DATE-TIME)")
     p.add_argument("--no-progress", action="store_true", help="no live progress line")
     p.add_argument("--force", action="store_true", help=_FORCE_HELP)
+    p.add_argument("--time-factor", type=time_factor, default=None, metavar="F",
+                   help="a time-fair search: a candidate may take at most F times the seed's time (default: a "
+                        f"token-fair one, where the timeout, {TIMEOUT_FACTOR:g} × the seed's time and at least "
+                        f"{MIN_TIMEOUT_S:g} s, only catches hangs)")
     p.add_argument("--no-credit", action="store_true", help="draw mutators uniformly instead of by what helped so far")
     p.add_argument("--no-adaptive-steps", action="store_true",
                    help="keep each numeric mutator's step size fixed instead of growing it where big steps helped")
@@ -254,7 +258,8 @@ def run_evolve(args: argparse.Namespace) -> int:
     run_dir = args.run_dir or default_run_dir(args.name or f"{args.script.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     settings = RunSettings(
         seed_source, args.script.name, config, spec_from_args(args), limits_from_args(args, slots.threads),
-        auto_timeout=args.timeout is None, data=data_source(args.data),
+        auto_timeout=args.timeout is None or args.time_factor is not None, data=data_source(args.data),
+        time_factor=args.time_factor,
     )
     return _run(settings, run_dir, progress=not args.no_progress, force=args.force)
 

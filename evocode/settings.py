@@ -78,6 +78,9 @@ class RunSettings:
     auto_timeout: after the seed is evaluated, candidates get
     max(60 s, TIMEOUT_FACTOR × the seed's time), capped by limits.timeout_s,
     so a hung or bloated candidate costs minutes, not the whole cap.
+    time_factor: instead, exactly this many times the seed's time (still
+    capped): a time-fair search, where a candidate that buys its gain with
+    more compute per token than the seed allows is a timeout.
     data: what the corpus was built from (None: evocode's packaged corpus,
     "stdlib", or a text file), to rebuild the corpus if its cache is gone.
     """
@@ -89,6 +92,7 @@ class RunSettings:
     limits: Limits
     auto_timeout: bool = True
     data: str | None = None
+    time_factor: float | None = None
 
     def to_json(self) -> dict:
         config = {**asdict(self.config), "mutators": list(self.config.mutators), "gpus": list(self.config.gpus)}
@@ -219,6 +223,8 @@ def with_timeout(settings: RunSettings, timeout_s: float | None) -> RunSettings:
 def derived_timeout(settings: RunSettings, seed_seconds: float) -> float | None:
     if not settings.auto_timeout:
         return None
+    if settings.time_factor is not None:
+        return min(settings.limits.timeout_s, settings.time_factor * seed_seconds)
     return min(settings.limits.timeout_s, max(MIN_TIMEOUT_S, TIMEOUT_FACTOR * seed_seconds))
 
 

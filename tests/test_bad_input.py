@@ -76,6 +76,7 @@ CASES = [
     (["evolve", SEED, "--data", "binary.bin"], "--data"),
     (["evolve", SEED, "--data", "small.txt"], "--data"),
     (["evolve", SEED, "--timeout", "-3"], "--timeout"),
+    (["evolve", SEED, "--time-factor", "0.5"], "--time-factor"),
     # evolve: where the run goes
     (["evolve", SEED, "--run-dir", "afile"], "afile is a file"),
     (["evolve", SEED, "--run-dir", "afile/run"], "under the file"),

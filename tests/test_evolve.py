@@ -22,7 +22,7 @@ from evocode.evaluation.runner import Limits
 from evocode.evolve import evolve
 from evocode.mutation import load_mutators
 from evocode.data import prepare_corpus
-from evocode.settings import EvolveConfig, RunSettings, SettingsMismatch, stored_settings
+from evocode.settings import EvolveConfig, RunSettings, SettingsMismatch, derived_timeout, stored_settings
 from evocode.outputs import best_of
 from evocode.search.noise import fitness
 from evocode.store import Evaluated, RunLocked, RunStore
@@ -171,6 +171,15 @@ def test_the_timeout_follows_the_seed_when_not_given(reference_run):
     with RunStore.reader(reference_run) as store:
         seed_seconds = store.results()["g000-000"].wall_seconds
         assert store.get("timeout_s") == max(60.0, 5 * seed_seconds)
+
+
+def test_a_time_fair_run_gives_candidates_exactly_the_time_factor_times_the_seeds_time(tiny_spec, tmp_path):
+    fair = replace(settings(tiny_spec, generations=0), time_factor=1.5)
+    assert derived_timeout(fair, 2.0) == 3.0, "no floor: the factor is the user's"
+    assert derived_timeout(replace(fair, time_factor=None), 2.0) == 60.0, "token-fair: the timeout only catches hangs"
+    run(fair, tmp_path)
+    with RunStore.reader(tmp_path) as store:
+        assert store.get("timeout_s") == 1.5 * store.results()["g000-000"].wall_seconds
 
 
 def test_status_and_best_report_the_run(reference_run):
