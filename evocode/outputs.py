@@ -26,7 +26,8 @@ from evocode.store import Candidate, Evaluated
 if TYPE_CHECKING:
     from evocode.settings import RunSettings
 
-TSV_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description", "generation", "parents", "seconds", "seeds", "sigma")
+TSV_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description", "generation", "parents", "seconds", "seeds", "sigma",
+               "train_seconds", "params")
 
 
 def seed_of(evaluated: list[Evaluated]) -> Evaluated | None:
@@ -64,6 +65,8 @@ def tsv_rows(evaluated: list[Evaluated]) -> list[tuple[str, ...]]:
             f"{r.wall_seconds:.1f}",
             str(f.n),
             "" if f.sigma is None else f"{f.sigma:.6f}",
+            f"{r.train_seconds:.1f}",
+            str(r.num_params) if r.num_params else "",
         ))
     return rows
 
@@ -166,6 +169,9 @@ def summary(evaluated: list[Evaluated]) -> dict:
         "best": best,
         "gain": None if best is None or seed_bpb is None else seed_bpb - fitness(best).mean,
         "median_seconds": statistics.median(e.result.wall_seconds for e in evaluated) if evaluated else None,
+        "reevaluations": sum(len(e.reevaluations) for e in evaluated),
+        "tokens": sum(r.tokens for e in evaluated for r in (e.result, *e.reevaluations)),
+        "train_seconds": sum(r.train_seconds for e in evaluated for r in (e.result, *e.reevaluations)),
     }
 
 
@@ -181,9 +187,12 @@ def format_status(
         f"evaluations:      {s['evaluations']}{'' if planned is None else f' of {planned} planned'} ({statuses})",
         f"seed val_bpb:     {'-' if s['seed_val_bpb'] is None else format(s['seed_val_bpb'], '.6f')}",
     ]
+    lines.append(f"compute:          {s['tokens']:,} training tokens, {s['train_seconds']:.0f} s of training "
+                 f"({s['evaluations']} evaluations, {s['reevaluations']} re-evaluations)")
     if s["best"] is not None:
         lines.append(f"best val_bpb:     {fitness(s['best']).describe()} over its evaluation seeds "
-                     f"({s['best'].candidate.id}, see best.py and best.diff)")
+                     f"({s['best'].candidate.id}, {s['best'].result.num_params:,} parameters, "
+                     f"{s['best'].result.train_seconds:.1f} s of training; see best.py and best.diff)")
     if s["gain"] is not None:
         lines.append(f"gain over seed:   {s['gain']:.6f} bits/byte ({100 * s['gain'] / s['seed_val_bpb']:.2f}%)")
     if s["median_seconds"] is not None:

@@ -64,18 +64,23 @@ def test_candidates_outside_the_elite_keep_their_one_evaluation(noisy_run):
     assert all(e.result.seed == 0 for e in evaluated), "the first evaluation of every candidate is on the run seed"
 
 
-def test_results_tsv_and_status_show_the_mean_with_its_seeds_and_sigma(noisy_run):
-    rows = [line.split("\t") for line in (noisy_run / "results.tsv").read_text().splitlines()]
-    assert rows[0][-2:] == ["seeds", "sigma"]
+def test_results_tsv_and_status_show_the_mean_with_its_seeds_and_sigma_and_the_compute_it_took(noisy_run):
+    header, *rows = [line.split("\t") for line in (noisy_run / "results.tsv").read_text().splitlines()]
+    column = {name: header.index(name) for name in ("commit", "val_bpb", "status", "seeds", "sigma", "train_seconds", "params")}
     with RunStore.reader(noisy_run) as store:
-        means = {e.candidate.id: fitness(e) for e in store.evaluated()}
-    for row in rows[1:]:
-        if row[3] in ("keep", "discard"):
-            assert float(row[1]) == pytest.approx(means[row[0]].mean, abs=1e-6) and int(row[-2]) == means[row[0]].n
+        evaluated = {e.candidate.id: e for e in store.evaluated()}
+    for row in rows:
+        e = evaluated[row[column["commit"]]]
+        if row[column["status"]] in ("keep", "discard"):
+            assert float(row[column["val_bpb"]]) == pytest.approx(fitness(e).mean, abs=1e-6)
+            assert int(row[column["seeds"]]) == fitness(e).n
+            assert int(row[column["params"]]) == e.result.num_params > 0 and float(row[column["train_seconds"]]) > 0
     status = subprocess.run([sys.executable, "-m", "evocode", "status", str(noisy_run)], capture_output=True, text=True)
     assert status.returncode == 0
     best_line = next(line for line in status.stdout.splitlines() if line.startswith("best val_bpb:"))
-    assert " ± " in best_line and "(n=3)" in best_line
+    assert " ± " in best_line and "(n=3)" in best_line and " parameters, " in best_line
+    tokens = sum(r.tokens for e in evaluated.values() for r in (e.result, *e.reevaluations))
+    assert f"compute:          {tokens:,} training tokens, " in status.stdout
 
 
 def test_a_run_killed_during_reevaluation_resumes_to_the_same_end_as_an_uninterrupted_one_redoing_nothing(noisy_run, tmp_path):
