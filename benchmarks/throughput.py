@@ -48,7 +48,12 @@ def measure(settings: RunSettings) -> dict:
     results = [r for e in evaluated for r in (e.result, *e.reevaluations)]
     overheads = sorted(r.wall_seconds - r.train_seconds - r.eval_seconds for r in results if r.status == "ok")
     slots = settings.config.slots.count
+    capacity = slots * wall
     return {
+        # Where the slots' time went: training, scoring, the rest of each evaluation, and no evaluation at all.
+        "shares": {"scoring": sum(r.eval_seconds for r in results) / capacity,
+                   "rest of evaluation": sum(r.wall_seconds - r.train_seconds - r.eval_seconds for r in results) / capacity,
+                   "idle": 1 - sum(r.wall_seconds for r in results) / capacity},
         "evaluations": len(results),
         "wall": wall,
         "overhead_median": statistics.median(overheads),
@@ -94,9 +99,11 @@ def main() -> None:
               f"utilization {r['utilization']:.0%}", flush=True)
     same = sum(runs["warm"]["scores"].get(h) == s for h, s in runs["cold"]["scores"].items())
     rows = [[mode, str(r["evaluations"]), f"{r['wall']:.0f}", f"{r['overhead_median']:.2f}", f"{r['overhead_p90']:.2f}",
-             f"{r['utilization']:.0%}", f"{r['per_hour']:.0f}"] + ([f"{r['gpu_util']:.0f}%"] if gpus else [])
+             f"{r['utilization']:.0%}", *(f"{share:.0%}" for share in r["shares"].values()), f"{r['per_hour']:.0f}"]
+            + ([f"{r['gpu_util']:.0f}%"] if gpus else [])
             for mode, r in runs.items()]
-    header = ["workers", "evaluations", "wall s", "overhead median s", "overhead p90 s", "utilization", "evaluations / hour"]
+    header = ["workers", "evaluations", "wall s", "overhead median s", "overhead p90 s", "utilization (training)",
+              "scoring", "rest of evaluations", "idle slots", "evaluations / hour"]
     slots = config.slots
     where = f"{len(gpus)} GPU(s) × {slots.per_gpu} per GPU" if gpus else f"{slots.count} workers × {slots.threads} thread(s)"
     body = "\n\n".join([
@@ -104,8 +111,9 @@ def main() -> None:
         f"Command: `python benchmarks/throughput.py --population {args.population} --generations {args.generations} "
         f"--budget {args.budget} --workers {args.workers}`. Machine: {machine()}; {where}.",
         "Overhead = an evaluation's wall time − training − scoring (process start, imports, model build, the runner's "
-        "own work); utilization = Σ training seconds ÷ (slots × the run's wall time); the seed is evaluated alone first, "
-        "and each generation waits for its slowest candidate, so utilization stays below 100% even with no overhead.",
+        "own work); utilization = Σ training seconds ÷ (slots × the run's wall time); scoring, the rest of the evaluations "
+        "and idle slots are the other shares of slots × wall time (idle: the driver breeding, and each phase of a "
+        "generation waiting for its slowest evaluation).",
         table(header + (["GPU utilization"] if gpus else []), rows),
         f"Warm over cold: **{runs['cold']['wall'] / runs['warm']['wall']:.2f}×** the evaluations per hour. "
         f"Same programs in both runs, {same} of {len(runs['cold']['scores'])} with the identical score.",
