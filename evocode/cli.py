@@ -36,6 +36,7 @@ from evocode.outputs import best_report, explain, format_status, seed_diff, seed
 from evocode.progress import Progress
 from evocode.runstate import describe_runs, record_end, record_start, run_state, status_record
 from evocode.search.credit import format_what_helped, what_helped_rows
+from evocode.search.fidelity import screened_out
 from evocode.search.noise import fitness
 from evocode.settings import MIN_TIMEOUT_S, TIMEOUT_FACTOR, EvolveConfig, RunSettings, pin, stored_settings
 from evocode.spec import DEFAULT_BUDGET, DEFAULT_CONTEXT_LENGTH, DEFAULT_EVAL_TOKENS, EvalSpec
@@ -383,12 +384,14 @@ def run_show(args: argparse.Namespace) -> int:
         candidates = {c.id: c for c in store.candidates()}
         results = store.results()
         evaluated = store.evaluated()
+        screened = screened_out(list(candidates.values()), evaluated, store.rungs())
     candidate = candidates.get(args.candidate)
     if candidate is None:
         known = f"{min(candidates)} … {max(candidates)}" if candidates else "none yet"
         raise OptionError(f"no candidate {args.candidate!r} in {args.run_dir} (its candidates: {known}); pass an id from its results.tsv")
     shown = next((e for e in evaluated if e.candidate.id == candidate.id), None)
-    print(explain(candidate, results.get(candidate.id), seed_of(evaluated), shown and fitness(shown)), end="")
+    result = results.get(candidate.id) or next((e.result for e in screened if e.candidate.id == candidate.id), None)
+    print(explain(candidate, result, seed_of(evaluated), shown and fitness(shown)), end="")
     print(seed_diff(settings.seed_source, candidate.code, settings.seed_name, f"{candidate.id}.py"), end="")
     return 0
 

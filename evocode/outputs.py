@@ -108,7 +108,10 @@ def explain(candidate: Candidate, result: EvalResult | None, seed: Evaluated | N
     else:
         mine = score or Fitness(result.val_bpb, 1, None)
         lines = [f"# {candidate.id}: val_bpb {mine.describe()}"]
-        if seed is not None and seed.result.status == "ok" and seed.candidate.id != candidate.id:
+        if seed is not None and result.budget < seed.result.budget:
+            # Screened out below the full budget (--rungs): its score is not comparable with the seed's.
+            lines[0] += f" on {result.budget} training tokens (screened out below the full budget of {seed.result.budget})"
+        elif seed is not None and seed.result.status == "ok" and seed.candidate.id != candidate.id:
             base = fitness(seed)
             gain = base.mean - mine.mean
             lines[0] += f" (seed {base.describe()}, gain {gain:.6f} = {100 * gain / base.mean:.2f}%)"
@@ -123,7 +126,7 @@ def write_candidate(run_dir: Path, e: Evaluated) -> None:
     folder = run_dir / "candidates"
     folder.mkdir(exist_ok=True)
     _write(folder / f"{e.candidate.id}.py", e.candidate.code)
-    header = f"status: {e.result.status}\nval_bpb: {e.result.val_bpb}\nreason: {e.result.reason}\n---\n"
+    header = f"status: {e.result.status}\nval_bpb: {e.result.val_bpb}\nbudget: {e.result.budget}\nreason: {e.result.reason}\n---\n"
     _write(folder / f"{e.candidate.id}.log", header + e.result.log_tail)
 
 

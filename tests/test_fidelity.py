@@ -7,12 +7,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SEED_SCRIPT, error_lines, finish_times, resume_redoing_nothing, sigkill_driver
+from conftest import REPO, SEED_SCRIPT, error_lines, evolve_killed_after, resume_redoing_nothing
 from evocode.evaluation.runner import EvalResult, Limits
 from evocode.evolve import evolve
 from evocode.mutation import load_mutators
@@ -109,6 +108,14 @@ def test_results_tsv_lists_screened_children_with_their_budget_and_status_counts
     assert f"compute:          {tokens:,} training tokens" in text
 
 
+def test_show_gives_a_screened_child_its_budget_and_no_gain_over_the_seed(rung_run):
+    rows = [line.split("\t") for line in (rung_run / "results.tsv").read_text().splitlines()]
+    screened = next(row[0] for row in rows if row[3] == "screened")
+    shown = subprocess.run([sys.executable, "-m", "evocode", "show", str(rung_run), screened], capture_output=True, text=True)
+    first = shown.stdout.splitlines()[0]
+    assert first.endswith(f"on {4096 // 3} training tokens (screened out below the full budget of 4096)") and "gain" not in first
+
+
 def test_the_same_seed_with_rungs_makes_the_same_run(rung_run, tiny_spec, tmp_path):
     evolve(rung_settings(tiny_spec), tmp_path, load_mutators())
     assert state(tmp_path) == state(rung_run)
@@ -116,13 +123,7 @@ def test_the_same_seed_with_rungs_makes_the_same_run(rung_run, tiny_spec, tmp_pa
 
 def test_a_run_killed_mid_rung_resumes_to_the_same_end_as_an_uninterrupted_one_redoing_nothing(rung_run, tmp_path):
     run_dir = tmp_path / "killed"
-    driver = subprocess.Popen([sys.executable, "-m", "evocode", "evolve", str(SEED_SCRIPT), *TINY, "--run-dir", str(run_dir)],
-                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 180
-    while time.time() < deadline and not any(" rung " in key for key in finish_times(run_dir)):
-        time.sleep(0.05)
-    sigkill_driver(driver)
-    before = finish_times(run_dir)
+    before = evolve_killed_after(TINY, run_dir, " rung ")
     with RunStore.reader(run_dir) as store:
         unfinished = [r for r in store.rungs() if r.result is None]
     assert any(" rung " in key for key in before) and unfinished, "the kill did not land mid-rung"
