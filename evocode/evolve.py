@@ -188,7 +188,7 @@ def evaluate_jobs(
     pending = {c.id: c for c in candidates if c.id not in done}
     again = {f"{r.candidate_id} seed {r.seed}": r for r in reevaluations}
     codes = {c.id: c.code for c in store.candidates()} if again else {}
-    seconds = {c.id: max((done[p].wall_seconds for p in c.parents if p in done), default=0.0) for c in pending.values()}
+    seconds = {c.id: _parents_seconds(c, done) for c in pending.values()}
     seconds |= {key: done[r.candidate_id].wall_seconds if r.candidate_id in done else 0.0 for key, r in again.items()}
     jobs = [Job(c.id, c.code, settings.config.seed, settings.spec) for c in pending.values()]
     jobs += [Job(key, codes[r.candidate_id], r.seed, settings.spec) for key, r in again.items()]
@@ -233,11 +233,19 @@ def evaluate_rung(store: RunStore, settings: RunSettings, planned: list[RungEval
     spec = replace(settings.spec, budget=budget)
     limits = with_timeout(settings, rung_timeout(settings.limits.timeout_s if settings.auto_timeout else None, budget,
                                                  settings.spec.budget)).limits
-    jobs = [Job(r.candidate_id, candidates[r.candidate_id].code, settings.config.seed, spec) for r in planned]
+    done = store.results()
+    # The longest first, as evaluate_jobs orders them: rungs run one after another, so a rung's tail is idle slots.
+    ordered = sorted(planned, key=lambda r: -_parents_seconds(candidates[r.candidate_id], done))
+    jobs = [Job(r.candidate_id, candidates[r.candidate_id].code, settings.config.seed, spec) for r in ordered]
     for key, result in evaluate_many(jobs, limits, settings.config.slots):
         store.add_rung_result(key, rung, result)
         write_candidate(run_dir, Evaluated(candidates[key], result))
         summarize(store, settings, run_dir)
+
+
+def _parents_seconds(candidate: Candidate, done: dict[str, EvalResult]) -> float:
+    """How long a child is expected to take: its slowest parent's time (0 when none has one)."""
+    return max((done[p].wall_seconds for p in candidate.parents if p in done), default=0.0)
 
 
 def summarize(store: RunStore, settings: RunSettings, run_dir: Path) -> list[Evaluated]:
