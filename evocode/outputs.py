@@ -177,8 +177,8 @@ def _compute(used: Spent, evaluations: int, reevaluations: int) -> str:
     full budget trained on), and how they split."""
     parts = f"{evaluations} evaluations, {reevaluations} re-evaluations"
     if used.screenings:
-        parts += (f", {used.screenings} below the full budget on {used.screening_tokens:,} tokens, "
-                  f"{used.screened_out} children stopped there")
+        parts += (f", {used.screenings} screenings below the full budget on {used.screening_tokens:,} tokens, "
+                  f"where {used.screened_out} children stopped")
     return f"{used.tokens:,} training tokens, {used.seconds:.0f} s of training ({parts})"
 
 
