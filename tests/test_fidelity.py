@@ -16,7 +16,7 @@ from evocode.evaluation.runner import EvalResult, Limits
 from evocode.evolve import evolve
 from evocode.mutation import load_mutators
 from evocode.search.fidelity import brood_size, finalists, promoted, rung_budgets
-from evocode.settings import EvolveConfig, RunSettings
+from evocode.settings import MIN_TIMEOUT_S, EvolveConfig, RunSettings, rung_timeout
 from evocode.store import RunStore
 
 THREADS = max(1, (os.cpu_count() or 1) // 2)
@@ -71,6 +71,13 @@ def test_rungs_cost_about_the_training_tokens_of_the_children_they_replace():
         assert abs(tokens - children * 400_000) <= rungs / 2 * 400_000, (children, rungs, eta)
     assert brood_size(6, 1, 3) == 6, "one rung is no screening"
     assert brood_size(6, 2, 3) == 9 and brood_size(6, 3, 3) == 18
+
+
+def test_a_lower_rung_gets_the_derived_timeout_scaled_to_its_budget_never_below_a_minute_nor_above_the_full_one():
+    assert rung_timeout(600.0, 100_000, 400_000) == 150.0
+    assert rung_timeout(90.0, 100_000, 400_000) == MIN_TIMEOUT_S
+    assert rung_timeout(45.0, 100_000, 400_000) == 45.0, "a time-fair run's tight timeout is never loosened"
+    assert rung_timeout(None, 100_000, 400_000) is None, "a --timeout the user gave holds at every rung"
 
 
 def test_every_child_is_screened_on_the_low_budget_and_only_the_promoted_reach_the_full_one(rung_run):
