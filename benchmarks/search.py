@@ -2,13 +2,16 @@
 
 All three start from the seed script, train every candidate on the same
 token budget with the same per-candidate time limit and select on the same
-evaluation seed (the search seed), and all three get the same number of
-training runs, hence equal training tokens: random search and TPE get as
-many evaluations as evocode made, its re-evaluations included.
+evaluation seed (the search seed), and all three get equal training tokens:
+random search and TPE get as many full-budget evaluations as evocode's
+evaluations were allotted tokens for, its re-evaluations and (with
+`--rungs`) its screening at lower budgets included, each counted by its budget.
 
 - evocode: `evolve` with the given population and generations (credit and
-  noise-aware fitness as configured; `--ablations` adds a run with each of
-  credit, re-evaluation and adaptive steps off, reported in its own section).
+  noise-aware fitness as configured, `--rungs`/`--eta` for successive halving;
+  `--ablations` adds a run with each of credit, re-evaluation and adaptive
+  steps off, and one with rungs on (off when `--rungs` turned them on),
+  reported in its own section).
 - random: independent random edit lists from the same mutators, their
   lengths drawn from the lengths of evocode's own candidates.
 - TPE: Optuna's TPE over the seed's module-level numeric constants
@@ -21,7 +24,7 @@ saw; the rechecked gain is the honest number. Wall time is reported beside
 tokens.
 
     python benchmarks/search.py [--budget 100000] [--population 6] [--generations 3] [--search-seeds 5]
-        [--recheck-seeds 4] [--timeout 60] [--workers CORES] [--ablations]
+        [--recheck-seeds 4] [--timeout 60] [--workers CORES] [--rungs 1] [--eta 3] [--ablations]
 
 Needs Optuna: `pip install -e '.[bench]'`.
 """
@@ -47,6 +50,7 @@ from evocode.executors.local import Job, Slots, evaluate_many
 from evocode.genome import Genome, edits_from_json
 from evocode.mutation import load_mutators, mutate
 from evocode.outputs import best_of
+from evocode.search.fidelity import DEFAULT_ETA
 from evocode.search.noise import fitness
 from evocode.settings import EvolveConfig, RunSettings
 from evocode.spec import EvalSpec
@@ -55,11 +59,15 @@ from evocode.store import RunStore
 SEED_SCRIPT = Path(__file__).resolve().parent.parent / "seeds" / "train.py"
 # Fresh evaluation seeds for rechecking winners: far from every search seed and from evocode's derived seeds' stream.
 RECHECK_SEED_BASE = 10_000
+# The ablation's rungs: two, so each child gets at least budget / eta tokens (three would screen on budget / 9).
+ABLATION_RUNGS = 2
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one search found and what it cost; trace: (training tokens, val_bpb or None) per evaluation, in order."""
+    """What one search found and what it cost; trace: (training tokens, val_bpb or None) per evaluation, in order.
+
+    allotted: the training tokens its evaluations were given (each its budget), what the others are matched on."""
 
     method: str
     best_code: str
@@ -69,6 +77,7 @@ class Outcome:
     tokens: int
     wall_seconds: float
     trace: tuple[tuple[int, float | None], ...]
+    allotted: int
     edit_counts: tuple[int, ...] = ()  # how many edits each candidate had (evocode's; random search copies them)
 
 
@@ -84,14 +93,19 @@ def evocode_search(method: str, seed_source: str, config: EvolveConfig, spec: Ev
         evaluated = evolve(settings, Path(run_dir), load_mutators())
         with RunStore.reader(Path(run_dir)) as store:
             finished = store.finish_times()
+            rungs = store.rungs()
     by_key = {e.candidate.id: e.result for e in evaluated}
     by_key |= {f"{e.candidate.id} seed {r.seed} budget {spec.budget}": r for e in evaluated for r in e.reevaluations}
-    # Only first evaluations are candidates found; re-evaluations are compute spent on certainty.
-    trace = tuple((by_key[k].tokens, _score(by_key[k]) if " seed " not in k else None) for k in sorted(finished, key=finished.get))
+    by_key |= {f"{r.candidate_id} rung {r.rung} budget {r.budget}": r.result for r in rungs if r.result is not None}
+    order = sorted(finished, key=finished.get)
+    # Only first evaluations are candidates found; re-evaluations are compute spent on certainty, and a score below
+    # the full budget is a screening, not a find.
+    trace = tuple((by_key[k].tokens, None if " seed " in k or " rung " in k else _score(by_key[k])) for k in order)
+    allotted = sum(int(k.rsplit(" budget ", 1)[1]) if " budget " in k else spec.budget for k in order)
     best = best_of(evaluated)
     counts = tuple(len(edits_from_json(e.candidate.genome)) for e in evaluated[1:])
     return Outcome(method, best.candidate.code, best.candidate.description, fitness(best).mean, len(trace),
-                   sum(t for t, _ in trace), time.time() - start, trace, counts)
+                   sum(t for t, _ in trace), time.time() - start, trace, allotted, counts)
 
 
 def random_search(seed_source: str, evaluations: int, lengths: list[int], spec: EvalSpec, limits: Limits, workers: int,
@@ -128,7 +142,8 @@ def _constants_changed(seed_source: str, code: str) -> str:
 def _outcome(method: str, found: list[tuple[str, EvalResult]], descriptions: dict[str, str], start: float) -> Outcome:
     code, result = min(((c, r) for c, r in found if r.status == "ok"), key=lambda cr: cr[1].val_bpb)
     trace = tuple((r.tokens, _score(r)) for _, r in found)
-    return Outcome(method, code, descriptions[code], result.val_bpb, len(found), sum(t for t, _ in trace), time.time() - start, trace)
+    return Outcome(method, code, descriptions[code], result.val_bpb, len(found), sum(t for t, _ in trace), time.time() - start, trace,
+                   sum(r.budget for _, r in found))
 
 
 def recheck(codes: list[str], spec: EvalSpec, limits: Limits, workers: int, seeds: list[int]) -> list[float]:
@@ -164,8 +179,11 @@ def main() -> None:
     parser.add_argument("--recheck-seeds", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=60.0, help="per-candidate limit in seconds, the same for every method")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--rungs", type=int, default=1, help="evocode's --rungs (default %(default)s: every child gets the full budget)")
+    parser.add_argument("--eta", type=int, default=DEFAULT_ETA, help="evocode's --eta (default %(default)s)")
     parser.add_argument("--ablations", action="store_true",
-                        help="also run evocode without credit, without re-evaluation and with fixed steps (its own RESULTS section)")
+                        help="also run evocode without credit, without re-evaluation, with fixed steps, and with rungs on "
+                             "(off when --rungs turned them on) (its own RESULTS section)")
     args = parser.parse_args()
 
     seed_source = SEED_SCRIPT.read_text()
@@ -177,15 +195,18 @@ def main() -> None:
     if args.ablations:
         variants |= {"evocode, no credit": {"credit": False}, "evocode, one seed each": {"seeds": 1},
                      "evocode, fixed steps": {"adaptive_steps": False}}
+        variants |= {"evocode, rungs on": {"rungs": ABLATION_RUNGS}} if args.rungs == 1 else {"evocode, no rungs": {"rungs": 1}}
     rows, rechecked, reach = [], {}, {}
     for search_seed in range(args.search_seeds):
-        base = EvolveConfig(population=args.population, generations=args.generations, workers=args.workers, seed=search_seed)
+        base = EvolveConfig(population=args.population, generations=args.generations, workers=args.workers, seed=search_seed,
+                            rungs=args.rungs, eta=args.eta)
         outcomes = [evocode_search(name, seed_source, replace(base, **change), spec, limits) for name, change in variants.items()]
         evo = outcomes[0]
         seed_bpb = evo.trace[0][1]  # evocode evaluates the seed first, on the selection seed
         lengths = list(evo.edit_counts) or [1]
-        outcomes += [random_search(seed_source, evo.evaluations, lengths, spec, limits, args.workers, search_seed),
-                     tpe(seed_source, evo.evaluations, spec, limits, args.workers, search_seed)]
+        matched = round(evo.allotted / args.budget)  # full-budget evaluations at evocode's training tokens
+        outcomes += [random_search(seed_source, matched, lengths, spec, limits, args.workers, search_seed),
+                     tpe(seed_source, matched, spec, limits, args.workers, search_seed)]
         scores = recheck([o.best_code for o in outcomes], spec, limits, args.workers, fresh)
         tpe_gain = seed_bpb - outcomes[-1].best_bpb
         for o, score in zip(outcomes, scores):
@@ -213,8 +234,10 @@ def report(args, rows, rechecked, reach, fresh, seed_re) -> str:
         "## Search: evocode against random edit lists and Optuna TPE at equal training tokens (`benchmarks/search.py`)",
         f"Command: `python benchmarks/search.py --budget {args.budget} --population {args.population} --generations "
         f"{args.generations} --search-seeds {args.search_seeds} --recheck-seeds {args.recheck_seeds} --timeout {args.timeout:g} "
-        f"--workers {args.workers}{' --ablations' if args.ablations else ''}`. Machine: {machine()}; {args.workers} workers.",
-        "Every method gets as many evaluations as evocode made (its re-evaluations included), each on the same budget and "
+        f"--workers {args.workers} --rungs {args.rungs} --eta {args.eta}{' --ablations' if args.ablations else ''}`. "
+        f"Machine: {machine()}; {args.workers} workers.",
+        "Random search and TPE get as many full-budget evaluations as evocode's training tokens buy (its re-evaluations and "
+        "its screening at lower budgets included, each counted by its budget), each on the same budget and "
         f"time limit ({args.timeout:g} s), selecting on evaluation seed = search seed. Selection gain = seed − best on that "
         f"seed; rechecked gain = the seed's mean − the winner's mean, both retrained on fresh evaluation seeds {fresh} "
         "(bits per byte, positive is better).",

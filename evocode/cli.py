@@ -30,12 +30,13 @@ from evocode.mutation import describe_mutators, describe_variant, load_mutators,
 from evocode.options import (
     RUNS_ROOT, OptionError, bits_per_byte, check_population, check_spec, context_int, data_file, default_run_dir, device, existing_dir,
     existing_run, holds_run, memory_mb, mutator_item, new_or_existing_run_dir, non_negative_int, population_int,
-    positive_int, positive_seconds, probability, run_name, script_file, seed_int, time_factor,
+    positive_int, positive_seconds, probability, run_name, script_file, seed_int, time_factor, eta_int,
 )
 from evocode.outputs import best_report, explain, format_status, seed_diff, seed_of
 from evocode.progress import Progress
 from evocode.runstate import describe_runs, record_end, record_start, run_state, status_record
 from evocode.search.credit import format_what_helped, what_helped_rows
+from evocode.search.fidelity import screened_out
 from evocode.search.noise import fitness
 from evocode.settings import MIN_TIMEOUT_S, TIMEOUT_FACTOR, EvolveConfig, RunSettings, pin, stored_settings
 from evocode.spec import DEFAULT_BUDGET, DEFAULT_CONTEXT_LENGTH, DEFAULT_EVAL_TOKENS, EvalSpec
@@ -200,6 +201,11 @@ def add_evolve_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="evaluation seeds an elite candidate is trained with at most; its fitness is their mean (default %(default)s; 1: off)")
     p.add_argument("--precision", type=bits_per_byte, default=defaults.precision,
                    help="stop re-evaluating a candidate once its mean's standard error is this small, in bits/byte (default: never before --seeds)")
+    p.add_argument("--rungs", type=positive_int, default=defaults.rungs,
+                   help="successive halving over token budgets: children are screened on budget/eta^(rungs-1) tokens and the "
+                        "best 1/eta climb to the full budget; more children for about the same training tokens (default %(default)s: off)")
+    p.add_argument("--eta", type=eta_int, default=defaults.eta,
+                   help="with --rungs, each rung trains eta times the tokens of the one below on the best 1/eta of it (default %(default)s)")
     add_spec_options(p)
     p.set_defaults(run=run_evolve)
 
@@ -253,7 +259,7 @@ def run_evolve(args: argparse.Namespace) -> int:
         population=population, generations=args.generations, tournament=args.tournament, elite=args.elite,
         cx=args.cx, workers=args.workers, gpus=gpus, per_gpu=args.per_gpu, cold=args.cold, seed=args.seed,
         mutators=tuple(args.mutators), credit=not args.no_credit, adaptive_steps=not args.no_adaptive_steps,
-        seeds=args.seeds, precision=args.precision,
+        seeds=args.seeds, precision=args.precision, rungs=args.rungs, eta=args.eta,
     )
     run_dir = args.run_dir or default_run_dir(args.name or f"{args.script.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     settings = RunSettings(
@@ -343,7 +349,7 @@ def _status(run_dir: Path) -> str:
         state = run_state(run_dir, store, settings)
         evaluated = store.evaluated()
         status = format_status(run_dir, evaluated, store.event_counts("mutator-failed"),
-                               state=state.describe(run_dir), planned=state.planned)
+                               state=state.describe(run_dir), planned=state.planned, rungs=store.rungs())
     return status + "\n" + format_what_helped(what_helped_rows(evaluated))
 
 
@@ -351,7 +357,8 @@ def run_status(args: argparse.Namespace) -> int:
     if args.json:
         with RunStore.reader(args.run_dir) as store:
             settings = RunSettings.from_json(store.get("settings"))
-            print(json.dumps(status_record(args.run_dir, run_state(args.run_dir, store, settings), store.evaluated()), indent=1))
+            state = run_state(args.run_dir, store, settings)
+            print(json.dumps(status_record(args.run_dir, state, store.evaluated(), store.rungs()), indent=1))
     else:
         print(_status(args.run_dir))
         with RunStore.reader(args.run_dir) as store:
@@ -377,12 +384,14 @@ def run_show(args: argparse.Namespace) -> int:
         candidates = {c.id: c for c in store.candidates()}
         results = store.results()
         evaluated = store.evaluated()
+        screened = screened_out(list(candidates.values()), evaluated, store.rungs())
     candidate = candidates.get(args.candidate)
     if candidate is None:
         known = f"{min(candidates)} … {max(candidates)}" if candidates else "none yet"
         raise OptionError(f"no candidate {args.candidate!r} in {args.run_dir} (its candidates: {known}); pass an id from its results.tsv")
     shown = next((e for e in evaluated if e.candidate.id == candidate.id), None)
-    print(explain(candidate, results.get(candidate.id), seed_of(evaluated), shown and fitness(shown)), end="")
+    result = results.get(candidate.id) or next((e.result for e in screened if e.candidate.id == candidate.id), None)
+    print(explain(candidate, result, seed_of(evaluated), shown and fitness(shown)), end="")
     print(seed_diff(settings.seed_source, candidate.code, settings.seed_name, f"{candidate.id}.py"), end="")
     return 0
 

@@ -11,6 +11,7 @@ decisions the uninterrupted run would have made.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -23,11 +24,12 @@ from evocode.genome import Genome, edits_from_json, edits_to_json
 from evocode.insight.human import ORIGIN, human_genomes
 from evocode.mutation import Mutator, mutate
 from evocode.outputs import write_candidate, write_summary
+from evocode.search.fidelity import brood_size, promoted, rung_budgets, screened_out
 from evocode.search.credit import credited, mutator_weights, trials
 from evocode.search.noise import baseline_seeds, next_round
 from evocode.search.selection import Individual, next_population, tournament
-from evocode.settings import EvolveConfig, RunSettings, derived_timeout, start_or_continue, with_timeout
-from evocode.store import Candidate, Evaluated, Reevaluation, RunStore
+from evocode.settings import EvolveConfig, RunSettings, derived_timeout, rung_timeout, start_or_continue, with_timeout
+from evocode.store import Candidate, Evaluated, Reevaluation, RunStore, RungEvaluation
 
 # A child that duplicates a known program is redrawn; this bounds the redraws per child wanted.
 _ATTEMPTS_PER_CHILD = 10
@@ -53,7 +55,8 @@ def evolve(
             if generation == 0:
                 evaluate_baseline(store, settings, brood[0], run_dir, on_result)
             settings = with_timeout(settings, store.get("timeout_s"))
-            evaluate_jobs(store, settings, brood, [], run_dir, on_result)
+            finalists = screen(store, settings, [c for c in brood if c.origin != "seed"], run_dir)
+            evaluate_jobs(store, settings, finalists, [], run_dir, on_result)
             population = next_population(population, individuals(store, [c.id for c in brood]), settings.config.elite)
             population = reevaluate_elite(store, settings, [ind.id for ind in population], run_dir)
             store.finish_generation(generation, [ind.id for ind in population])
@@ -63,9 +66,9 @@ def evolve(
 def rewrite_outputs(store: RunStore, settings: RunSettings, run_dir: Path) -> None:
     """A driver killed between committing a result and writing its files left them stale; the store is the truth."""
     evaluated = store.evaluated()
-    for e in evaluated:
+    for e in evaluated + screened_out(store.candidates(), evaluated, store.rungs()):
         write_candidate(run_dir, e)
-    write_summary(run_dir, settings, evaluated)
+    summarize(store, settings, run_dir)
 
 
 def evaluate_baseline(store: RunStore, settings: RunSettings, seed: Candidate, run_dir: Path, on_result) -> None:
@@ -114,7 +117,9 @@ def breed(store: RunStore, settings: RunSettings, mutators: list[Mutator], popul
     for genome in human_genomes(store, settings.seed_source, known):  # queued by `evocode add`: they take children's places
         known.add(genome.code_hash)
         brood.append(_candidate(genome, f"g{generation:03d}-{len(brood):03d}", generation, ORIGIN, (SEED_ID,), None))
-    target = config.population if generation == 0 else config.population - config.elite
+    # With rungs the brood is larger and most of it is screened on fewer tokens (evocode.search.fidelity).
+    children = config.population - 1 if generation == 0 else config.population - config.elite
+    target = (1 if generation == 0 else 0) + brood_size(children, config.rungs, config.eta)
     for _ in range(target * _ATTEMPTS_PER_CHILD):
         if len(brood) >= target:
             break
@@ -183,7 +188,7 @@ def evaluate_jobs(
     pending = {c.id: c for c in candidates if c.id not in done}
     again = {f"{r.candidate_id} seed {r.seed}": r for r in reevaluations}
     codes = {c.id: c.code for c in store.candidates()} if again else {}
-    seconds = {c.id: max((done[p].wall_seconds for p in c.parents if p in done), default=0.0) for c in pending.values()}
+    seconds = {c.id: _parents_seconds(c, done) for c in pending.values()}
     seconds |= {key: done[r.candidate_id].wall_seconds if r.candidate_id in done else 0.0 for key, r in again.items()}
     jobs = [Job(c.id, c.code, settings.config.seed, settings.spec) for c in pending.values()]
     jobs += [Job(key, codes[r.candidate_id], r.seed, settings.spec) for key, r in again.items()]
@@ -191,13 +196,63 @@ def evaluate_jobs(
     for key, result in evaluate_many(jobs, settings.limits, settings.config.slots):
         if key in again:
             store.add_reevaluation(again[key], result)
-            write_summary(run_dir, settings, store.evaluated())
+            summarize(store, settings, run_dir)
             continue
         store.add_evaluation(key, result)
-        evaluated = store.evaluated()
         write_candidate(run_dir, Evaluated(pending[key], result))
-        write_summary(run_dir, settings, evaluated)
-        on_result(pending[key], result, evaluated)
+        on_result(pending[key], result, summarize(store, settings, run_dir))
+
+
+def screen(store: RunStore, settings: RunSettings, children: list[Candidate], run_dir: Path) -> list[Candidate]:
+    """Successive halving below the full budget (evocode.search.fidelity): the children promoted to it.
+
+    Each rung's entrants are recorded before it runs; a rung already recorded
+    (the run was killed in it) keeps its entrants and runs only what is missing.
+    """
+    config = settings.config
+    entrants = [c.id for c in children]
+    for rung, budget in enumerate(rung_budgets(settings.spec.budget, config.rungs, config.eta)[:-1]):
+        ours = set(entrants)
+        planned = [r for r in store.rungs() if r.rung == rung and r.candidate_id in ours]
+        if not planned:
+            store.plan_rung(rung, budget, entrants)
+            planned = [RungEvaluation(cid, rung, budget) for cid in entrants]
+        evaluate_rung(store, settings, [r for r in planned if r.result is None], run_dir)
+        results = {r.candidate_id: r.result for r in store.rungs() if r.rung == rung and r.candidate_id in ours}
+        entrants = promoted([r.candidate_id for r in planned], results, config.eta)
+    return [c for c in children if c.id in set(entrants)]
+
+
+def evaluate_rung(store: RunStore, settings: RunSettings, planned: list[RungEvaluation], run_dir: Path) -> None:
+    """Train the planned children on their rung's budget and seed, with the timeout scaled to it; each result is
+    committed as it arrives."""
+    if not planned:
+        return
+    budget, rung = planned[0].budget, planned[0].rung
+    candidates = {c.id: c for c in store.candidates()}
+    spec = replace(settings.spec, budget=budget)
+    limits = with_timeout(settings, rung_timeout(settings.limits.timeout_s if settings.auto_timeout else None, budget,
+                                                 settings.spec.budget)).limits
+    done = store.results()
+    # The longest first, as evaluate_jobs orders them: rungs run one after another, so a rung's tail is idle slots.
+    ordered = sorted(planned, key=lambda r: -_parents_seconds(candidates[r.candidate_id], done))
+    jobs = [Job(r.candidate_id, candidates[r.candidate_id].code, settings.config.seed, spec) for r in ordered]
+    for key, result in evaluate_many(jobs, limits, settings.config.slots):
+        store.add_rung_result(key, rung, result)
+        write_candidate(run_dir, Evaluated(candidates[key], result))
+        summarize(store, settings, run_dir)
+
+
+def _parents_seconds(candidate: Candidate, done: dict[str, EvalResult]) -> float:
+    """How long a child is expected to take: its slowest parent's time (0 when none has one)."""
+    return max((done[p].wall_seconds for p in candidate.parents if p in done), default=0.0)
+
+
+def summarize(store: RunStore, settings: RunSettings, run_dir: Path) -> list[Evaluated]:
+    """results.tsv, best.py and best.diff from the store, screened-out children included; returns the evaluated."""
+    evaluated = store.evaluated()
+    write_summary(run_dir, settings, evaluated, screened_out(store.candidates(), evaluated, store.rungs()))
+    return evaluated
 
 
 def reevaluate_elite(store: RunStore, settings: RunSettings, population: list[str], run_dir: Path) -> list[Individual]:

@@ -57,6 +57,7 @@ non_negative_int = _integer(0, None, "a whole number of at least 0")
 seed_int = _integer(0, MAX_SEED, "a seed")
 context_int = _integer(2, None, "a context length")
 population_int = _integer(2, None, "a population size")
+eta_int = _integer(2, None, "a reduction factor between rungs")
 memory_mb = _integer(MIN_MEMORY_MB, None, f"a memory limit in MiB (a candidate needs at least {MIN_MEMORY_MB})")
 
 

@@ -14,20 +14,21 @@ import os
 import shlex
 import statistics
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from evocode.genome import edits_from_json
+from evocode.search.fidelity import Spent, spent
 from evocode.search.noise import FAILED, Fitness, beats, fitness, run_sigma
 from evocode.search.selection import hall_of_fame
 from evocode.spec import CORPUS_DIR_VAR, SEED_VAR, THREADS_VAR
 from evocode.evaluation.runner import EvalResult
-from evocode.store import Candidate, Evaluated
+from evocode.store import Candidate, Evaluated, RungEvaluation
 
 if TYPE_CHECKING:
     from evocode.settings import RunSettings
 
 TSV_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description", "generation", "parents", "seconds", "seeds", "sigma",
-               "train_seconds", "params")
+               "train_seconds", "params", "budget")
 
 
 def seed_of(evaluated: list[Evaluated]) -> Evaluated | None:
@@ -67,8 +68,29 @@ def tsv_rows(evaluated: list[Evaluated]) -> list[tuple[str, ...]]:
             "" if f.sigma is None else f"{f.sigma:.6f}",
             f"{r.train_seconds:.1f}",
             str(r.num_params) if r.num_params else "",
+            str(r.budget),
         ))
     return rows
+
+
+def screened_rows(screened: list[Evaluated]) -> list[tuple[str, ...]]:
+    """One row per child that stopped below the full budget (evocode.search.fidelity): `screened` with its score at
+    the budget it reached, or how it failed there; never kept, its score is not comparable with full-budget ones."""
+    return [(
+        e.candidate.id,
+        "" if e.result.status != "ok" else f"{e.result.val_bpb:.6f}",
+        f"{e.result.peak_memory_mb / 1024:.2f}",
+        "screened" if e.result.status == "ok" else e.result.status,
+        e.candidate.description + (f" [{e.result.reason}]" if e.result.reason else ""),
+        str(e.candidate.generation),
+        ",".join(e.candidate.parents),
+        f"{e.result.wall_seconds:.1f}",
+        "1" if e.result.status == "ok" else "0",
+        "",
+        f"{e.result.train_seconds:.1f}",
+        str(e.result.num_params) if e.result.num_params else "",
+        str(e.result.budget),
+    ) for e in screened]
 
 
 def seed_diff(seed_source: str, code: str, seed_name: str, name: str) -> str:
@@ -86,7 +108,10 @@ def explain(candidate: Candidate, result: EvalResult | None, seed: Evaluated | N
     else:
         mine = score or Fitness(result.val_bpb, 1, None)
         lines = [f"# {candidate.id}: val_bpb {mine.describe()}"]
-        if seed is not None and seed.result.status == "ok" and seed.candidate.id != candidate.id:
+        if seed is not None and result.budget < seed.result.budget:
+            # Screened out below the full budget (--rungs): its score is not comparable with the seed's.
+            lines[0] += f" on {result.budget} training tokens (screened out below the full budget of {seed.result.budget})"
+        elif seed is not None and seed.result.status == "ok" and seed.candidate.id != candidate.id:
             base = fitness(seed)
             gain = base.mean - mine.mean
             lines[0] += f" (seed {base.describe()}, gain {gain:.6f} = {100 * gain / base.mean:.2f}%)"
@@ -101,7 +126,7 @@ def write_candidate(run_dir: Path, e: Evaluated) -> None:
     folder = run_dir / "candidates"
     folder.mkdir(exist_ok=True)
     _write(folder / f"{e.candidate.id}.py", e.candidate.code)
-    header = f"status: {e.result.status}\nval_bpb: {e.result.val_bpb}\nreason: {e.result.reason}\n---\n"
+    header = f"status: {e.result.status}\nval_bpb: {e.result.val_bpb}\nbudget: {e.result.budget}\nreason: {e.result.reason}\n---\n"
     _write(folder / f"{e.candidate.id}.log", header + e.result.log_tail)
 
 
@@ -137,13 +162,24 @@ def best_report(settings: RunSettings, evaluated: list[Evaluated]) -> str | None
         settings.seed_source, best.candidate.code, settings.seed_name, "best.py")
 
 
-def write_summary(run_dir: Path, settings: RunSettings, evaluated: list[Evaluated]) -> None:
-    rows = [TSV_COLUMNS] + tsv_rows(evaluated)
+def write_summary(run_dir: Path, settings: RunSettings, evaluated: list[Evaluated], screened: list[Evaluated] = ()) -> None:
+    """screened: children that stopped below the full budget, listed among the others in creation (id) order."""
+    rows = [TSV_COLUMNS] + sorted(tsv_rows(evaluated) + screened_rows(list(screened)), key=lambda row: row[0])
     _write(run_dir / "results.tsv", "".join("\t".join(cell.replace("\t", " ") for cell in row) + "\n" for row in rows))
     best = best_of(evaluated)
     if best is not None:
         _write(run_dir / "best.py", explain(best.candidate, best.result, seed_of(evaluated), fitness(best)) + reproduction(settings) + best.candidate.code)
         _write(run_dir / "best.diff", best_report(settings, evaluated))
+
+
+def _compute(used: Spent, evaluations: int, reevaluations: int) -> str:
+    """Training tokens and seconds spent in all (what the evaluations, the re-evaluations and any screening below the
+    full budget trained on), and how they split."""
+    parts = f"{evaluations} evaluations, {reevaluations} re-evaluations"
+    if used.screenings:
+        parts += (f", {used.screenings} screenings below the full budget on {used.screening_tokens:,} tokens, "
+                  f"where {used.screened_out} children stopped")
+    return f"{used.tokens:,} training tokens, {used.seconds:.0f} s of training ({parts})"
 
 
 def _write(path: Path, text: str) -> None:
@@ -153,8 +189,9 @@ def _write(path: Path, text: str) -> None:
     os.replace(staging, path)
 
 
-def summary(evaluated: list[Evaluated]) -> dict:
-    """What `status` prints and the progress bar shows."""
+def summary(evaluated: list[Evaluated], rungs: Sequence[RungEvaluation] = ()) -> dict:
+    """What `status` prints and the progress bar shows; rungs: the run's evaluations below the full budget, whose
+    compute counts too."""
     seed = seed_of(evaluated)
     best = best_of(evaluated)
     statuses: dict[str, int] = {}
@@ -170,25 +207,23 @@ def summary(evaluated: list[Evaluated]) -> dict:
         "gain": None if best is None or seed_bpb is None else seed_bpb - fitness(best).mean,
         "median_seconds": statistics.median(e.result.wall_seconds for e in evaluated) if evaluated else None,
         "reevaluations": sum(len(e.reevaluations) for e in evaluated),
-        "tokens": sum(r.tokens for e in evaluated for r in (e.result, *e.reevaluations)),
-        "train_seconds": sum(r.train_seconds for e in evaluated for r in (e.result, *e.reevaluations)),
+        "spent": spent(evaluated, rungs),
     }
 
 
 def format_status(
     run_dir: Path, evaluated: list[Evaluated], mutator_failures: dict[str, int], fame: int = 5,
-    state: str | None = None, planned: int | None = None,
+    state: str | None = None, planned: int | None = None, rungs: Sequence[RungEvaluation] = (),
 ) -> str:
     """What `status` and the end of `evolve` print; state and planned come from the caller, which knows the driver."""
-    s = summary(evaluated)
+    s = summary(evaluated, rungs)
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(s["statuses"].items())) or "none yet"
     lines = [f"run:              {run_dir}"] + ([f"state:            {state}"] if state else []) + [
         f"generation:       {s['generation']}",
         f"evaluations:      {s['evaluations']}{'' if planned is None else f' of {planned} planned'} ({statuses})",
         f"seed val_bpb:     {'-' if s['seed_val_bpb'] is None else format(s['seed_val_bpb'], '.6f')}",
     ]
-    lines.append(f"compute:          {s['tokens']:,} training tokens, {s['train_seconds']:.0f} s of training "
-                 f"({s['evaluations']} evaluations, {s['reevaluations']} re-evaluations)")
+    lines.append(f"compute:          {_compute(s['spent'], s['evaluations'], s['reevaluations'])}")
     if s["best"] is not None:
         lines.append(f"best val_bpb:     {fitness(s['best']).describe()} over its evaluation seeds "
                      f"({s['best'].candidate.id}, {s['best'].result.num_params:,} parameters, "

@@ -16,11 +16,12 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from evocode.options import holds_run
 from evocode.outputs import summary
 from evocode.settings import RunSettings
-from evocode.store import Evaluated, RunStore
+from evocode.store import Evaluated, RungEvaluation, RunStore
 
 DRIVER_KEY = "driver"
 
@@ -81,9 +82,9 @@ def run_state(run_dir: Path, store: RunStore, settings: RunSettings) -> RunState
     return RunState("finished" if finished else "interrupted", None, planned, done, last)
 
 
-def status_record(run_dir: Path, state: RunState, evaluated: list[Evaluated]) -> dict:
+def status_record(run_dir: Path, state: RunState, evaluated: list[Evaluated], rungs: Sequence[RungEvaluation] = ()) -> dict:
     """`status --json`: the state and the numbers `status` prints, for scripts."""
-    s = summary(evaluated)
+    s = summary(evaluated, rungs)
     best = s["best"]
     return {
         "run": str(run_dir),
@@ -99,6 +100,10 @@ def status_record(run_dir: Path, state: RunState, evaluated: list[Evaluated]) ->
         },
         "gain": s["gain"],
         "median_seconds": s["median_seconds"],
+        "training_tokens": s["spent"].tokens,
+        "training_seconds": s["spent"].seconds,
+        "screening_tokens": s["spent"].screening_tokens,
+        "screened_out": s["spent"].screened_out,
         "last_activity": state.last_activity,
     }
 

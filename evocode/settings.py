@@ -28,6 +28,7 @@ from evocode.data import CorpusError, corpus_of, load_corpus, prepare_corpus
 from evocode.evaluation.runner import Limits
 from evocode.executors.local import Slots
 from evocode.mutation import Mutator
+from evocode.search.fidelity import DEFAULT_ETA, full_evaluations, rung_budgets
 from evocode.spec import EvalSpec
 from evocode.store import RunStore
 
@@ -49,6 +50,8 @@ class EvolveConfig:
     adaptive_steps: bool = True  # with credit: size numeric steps per constant by what helped (evocode.search.steps)
     seeds: int = 3  # evaluation seeds an elite candidate gets at most (evocode.search.noise); 1: no re-evaluation
     precision: float = 0.0  # stop re-evaluating a candidate once its mean's standard error is this small
+    rungs: int = 1  # token budgets a child climbs (evocode.search.fidelity: successive halving); 1: every child gets the full budget
+    eta: int = DEFAULT_ETA  # each rung trains η times the tokens of the one below, on the best 1/η of its children
 
     def __post_init__(self) -> None:
         if self.population < 2:
@@ -61,6 +64,8 @@ class EvolveConfig:
             raise ValueError(f"--seeds must be at least 1 and --precision at least 0, got {self.seeds} and {self.precision}")
         if not 0.0 <= self.cx <= 1.0:
             raise ValueError(f"--cx is a probability between 0 and 1, got {self.cx}")
+        if self.rungs < 1 or self.eta < 2:
+            raise ValueError(f"--rungs must be at least 1 and --eta at least 2, got {self.rungs} and {self.eta}")
 
     @property
     def slots(self) -> Slots:
@@ -68,7 +73,9 @@ class EvolveConfig:
 
     @property
     def planned_evaluations(self) -> int:
-        return self.population + self.generations * (self.population - self.elite)
+        """Full-budget evaluations on the run's seed: the seed, then each generation's children that reach the full budget."""
+        first = full_evaluations(self.population - 1, self.rungs)
+        return 1 + first + self.generations * full_evaluations(self.population - self.elite, self.rungs)
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,15 @@ class RunSettings:
     auto_timeout: bool = True
     data: str | None = None
     time_factor: float | None = None
+
+    def __post_init__(self) -> None:
+        lowest = rung_budgets(self.spec.budget, self.config.rungs, self.config.eta)[0]
+        if lowest < self.spec.context_length:
+            raise ValueError(
+                f"the lowest of {self.config.rungs} rungs would train on {lowest} tokens (--budget {self.spec.budget} / "
+                f"{self.config.eta}^{self.config.rungs - 1}), less than one window of --context {self.spec.context_length}; "
+                f"pass fewer --rungs, a smaller --eta or a larger --budget"
+            )
 
     def to_json(self) -> dict:
         config = {**asdict(self.config), "mutators": list(self.config.mutators), "gpus": list(self.config.gpus)}
@@ -226,6 +242,14 @@ def derived_timeout(settings: RunSettings, seed_seconds: float) -> float | None:
     if settings.time_factor is not None:
         return min(settings.limits.timeout_s, settings.time_factor * seed_seconds)
     return min(settings.limits.timeout_s, max(MIN_TIMEOUT_S, TIMEOUT_FACTOR * seed_seconds))
+
+
+def rung_timeout(timeout_s: float | None, budget: int, full: int) -> float | None:
+    """The derived timeout scaled to a rung's share of the full budget, never below MIN_TIMEOUT_S (a process's start and
+    its scoring do not shrink with the budget) nor above the full one."""
+    if timeout_s is None:
+        return None
+    return min(timeout_s, max(MIN_TIMEOUT_S, timeout_s * budget / full))
 
 
 def _comparable(settings: RunSettings) -> dict:

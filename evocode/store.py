@@ -56,6 +56,15 @@ CREATE TABLE IF NOT EXISTS reevaluations (
     finished REAL,
     PRIMARY KEY (candidate_id, eval_seed, budget)
 );
+CREATE TABLE IF NOT EXISTS rungs (
+    candidate_id TEXT NOT NULL REFERENCES candidates(id),
+    rung INTEGER NOT NULL,
+    budget INTEGER NOT NULL,
+    planned REAL NOT NULL,
+    result TEXT,
+    finished REAL,
+    PRIMARY KEY (candidate_id, rung)
+);
 CREATE TABLE IF NOT EXISTS generations (
     number INTEGER PRIMARY KEY,
     population TEXT NOT NULL,
@@ -102,6 +111,17 @@ class Reevaluation:
     candidate_id: str
     seed: int
     budget: int
+
+
+@dataclass(frozen=True)
+class RungEvaluation:
+    """A child's evaluation at a rung below the full budget (evocode.search.fidelity), on the run's evaluation seed:
+    planned (recorded) before its rung runs, its result None until it finishes."""
+
+    candidate_id: str
+    rung: int
+    budget: int
+    result: EvalResult | None = None
 
 
 class RunStore:
@@ -204,6 +224,24 @@ class RunStore:
             found.setdefault(cid, []).append(EvalResult.from_dict(json.loads(result)))
         return {cid: tuple(results) for cid, results in found.items()}
 
+    def plan_rung(self, rung: int, budget: int, candidate_ids: list[str]) -> None:
+        """A rung's entrants, all or none, before any of them runs."""
+        now = time.time()
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT INTO rungs (candidate_id, rung, budget, planned) VALUES (?, ?, ?, ?)",
+                                [(cid, rung, budget, now) for cid in candidate_ids])
+
+    def add_rung_result(self, candidate_id: str, rung: int, result: EvalResult) -> None:
+        self.db.execute("UPDATE rungs SET result = ?, finished = ? WHERE candidate_id = ? AND rung = ?",
+                        (json.dumps(result.as_dict()), time.time(), candidate_id, rung))
+
+    def rungs(self) -> list[RungEvaluation]:
+        """Every planned rung evaluation, finished or not, in the order they were planned."""
+        rows = self.db.execute("SELECT candidate_id, rung, budget, result FROM rungs ORDER BY rowid")
+        return [RungEvaluation(cid, rung, budget, None if result is None else EvalResult.from_dict(json.loads(result)))
+                for cid, rung, budget, result in rows]
+
     def forget_evaluations(self, candidate_id: str) -> None:
         """Every evaluation of the candidate, re-evaluations included, as if it had never run."""
         with self.db:
@@ -237,10 +275,13 @@ class RunStore:
         return {number: json.loads(population) for number, population in rows}
 
     def finish_times(self) -> dict[str, float]:
-        """When each finished evaluation was committed: by candidate id, and ``ID seed S budget B`` for re-evaluations."""
+        """When each finished evaluation was committed: by candidate id, ``ID seed S budget B`` for re-evaluations and
+        ``ID rung R budget B`` for rungs below the full budget."""
         again = self.db.execute("SELECT candidate_id || ' seed ' || eval_seed || ' budget ' || budget, finished "
                                 "FROM reevaluations WHERE finished IS NOT NULL")
-        return {**dict(self.db.execute("SELECT candidate_id, finished FROM evaluations")), **dict(again)}
+        rungs = self.db.execute("SELECT candidate_id || ' rung ' || rung || ' budget ' || budget, finished "
+                                "FROM rungs WHERE finished IS NOT NULL")
+        return {**dict(self.db.execute("SELECT candidate_id, finished FROM evaluations")), **dict(again), **dict(rungs)}
 
     def event_counts(self, kind: str) -> dict[str, int]:
         """How often each subject (the text before the first colon of an event's detail) had an event of this kind."""

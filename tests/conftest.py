@@ -186,6 +186,18 @@ def sigkill_driver(driver: subprocess.Popen) -> None:
     assert candidates_alive() == [], "candidates kept training after their driver died"
 
 
+def evolve_killed_after(args: list[str], run_dir: Path, marker: str) -> dict[str, float]:
+    """Start `evocode evolve` with args in run_dir, SIGKILL its driver as soon as a finished evaluation's key contains
+    marker (e.g. " seed " for a re-evaluation), and return the finish times it left."""
+    driver = subprocess.Popen([sys.executable, "-m", "evocode", "evolve", str(SEED_SCRIPT), *args, "--run-dir", str(run_dir)],
+                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and not any(marker in key for key in finish_times(run_dir)):
+        time.sleep(0.05)
+    sigkill_driver(driver)
+    return finish_times(run_dir)
+
+
 def resume_redoing_nothing(run_dir: Path, before: dict[str, float]) -> None:
     """`evocode resume` finishes the run, and every evaluation finished before it was kept, not redone."""
     resumed = subprocess.run([sys.executable, "-m", "evocode", "resume", str(run_dir), "--no-progress"],

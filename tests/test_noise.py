@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SEED_SCRIPT, finish_times, resume_redoing_nothing, sigkill_driver
+from conftest import SEED_SCRIPT, evolve_killed_after, finish_times, resume_redoing_nothing
 from evocode.evaluation.runner import EvalResult, Limits
 from evocode.evolve import evolve
 from evocode.genome import Genome
@@ -85,13 +84,7 @@ def test_results_tsv_and_status_show_the_mean_with_its_seeds_and_sigma_and_the_c
 
 def test_a_run_killed_during_reevaluation_resumes_to_the_same_end_as_an_uninterrupted_one_redoing_nothing(noisy_run, tmp_path):
     run_dir = tmp_path / "killed"
-    driver = subprocess.Popen([sys.executable, "-m", "evocode", "evolve", str(SEED_SCRIPT), *TINY, "--run-dir", str(run_dir)],
-                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 180
-    while time.time() < deadline and not any(" seed " in key for key in finish_times(run_dir)):
-        time.sleep(0.1)
-    sigkill_driver(driver)
-    before = finish_times(run_dir)
+    before = evolve_killed_after(TINY, run_dir, " seed ")
     assert any(" seed " in key for key in before), "the kill did not land after a re-evaluation"
     assert len(before) < len(finish_times(noisy_run)), "the kill did not land mid-run"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from evocode.outputs import best_of, seed_of
 from evocode.settings import RunSettings, stored_settings
-from evocode.store import Evaluated, RunStore
+from evocode.store import Evaluated, RunStore, RungEvaluation
 
 
 class RunNotReady(ValueError):
@@ -24,6 +24,7 @@ class FinishedRun:
     directory: Path
     settings: RunSettings
     evaluated: tuple[Evaluated, ...]
+    rungs: tuple[RungEvaluation, ...] = ()  # evaluations below the full budget (--rungs)
 
     @property
     def seed(self) -> Evaluated:
@@ -51,6 +52,7 @@ def load_finished_run(run_dir: Path) -> FinishedRun:
     with RunStore.reader(run_dir) as store:
         generations = len(store.populations())
         evaluated = tuple(store.evaluated())
+        rungs = tuple(store.rungs())
     wanted = settings.config.generations + 1
     if generations < wanted:
         raise RunNotReady(
@@ -59,4 +61,4 @@ def load_finished_run(run_dir: Path) -> FinishedRun:
         )
     if best_of(list(evaluated)) is None:
         raise RunNotReady(f"{run_dir} has no successful evaluation; there is nothing to explain")
-    return FinishedRun(run_dir, settings, evaluated)
+    return FinishedRun(run_dir, settings, evaluated, rungs)

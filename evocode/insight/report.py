@@ -17,6 +17,7 @@ from evocode.genome import edits_from_json
 from evocode.insight.finished_run import FinishedRun, load_finished_run
 from evocode.insight.lineage import Ancestor, ancestry
 from evocode.insight.plot import plot_progress
+from evocode.search.fidelity import spent
 from evocode.store import RunStore
 
 DISTILL_KEY = "distill"  # run-store key under which `distill` leaves its table for the report
@@ -45,8 +46,12 @@ def _headline(run: FinishedRun) -> str:
     if seed is not None and seed.result.status == "ok":
         gain = seed.result.val_bpb - best.result.val_bpb
         line += f" (seed {_bpb(seed.result.val_bpb)}, gain {gain:.6f} bits per byte, {100 * gain / seed.result.val_bpb:.2f}%)"
-    return (f"<h1>evocode run {_e(run.directory.name)}</h1><p>{line}; {len(run.evaluated)} evaluations, "
-            f"all trained with evaluation seed {run.settings.config.seed}.</p>")
+    used = spent(run.evaluated, run.rungs)
+    screened = (f" ({used.screened_out} more children were screened out below the full budget, "
+                f"{used.screening_tokens:,} tokens in {used.screenings} evaluations)") if used.screenings else ""
+    return (f"<h1>evocode run {_e(run.directory.name)}</h1><p>{line}; {len(run.evaluated)} evaluations{screened}, "
+            f"all trained with evaluation seed {run.settings.config.seed}; {used.tokens:,} training tokens, "
+            f"{used.seconds:.0f} s of training in all.</p>")
 
 
 def _flatten(prefix: str, value: object) -> list[tuple[str, object]]:
