@@ -18,7 +18,8 @@ import numpy as np
 
 from evocode.crossover import crossover
 from evocode.evaluation.runner import EvalResult
-from evocode.executors.local import Job, evaluate_many
+from evocode.executors import EvaluateMany, open_executor
+from evocode.executors.local import Job
 from evocode.genome import Genome, edits_from_json, edits_to_json
 from evocode.insight.human import ORIGIN, human_genomes
 from evocode.mutation import Mutator, mutate
@@ -48,15 +49,16 @@ def evolve(
         rewrite_outputs(store, settings, run_dir)
         populations = store.populations()
         population = individuals(store, populations[max(populations)]) if populations else []
-        for generation in range(len(populations), settings.config.generations + 1):
-            brood = store.candidates(generation) or breed(store, settings, mutators, population, generation)
-            if generation == 0:
-                evaluate_baseline(store, settings, brood[0], run_dir, on_result)
-            settings = with_timeout(settings, store.get("timeout_s"))
-            evaluate_brood(store, settings, brood, run_dir, on_result)
-            population = next_population(population, individuals(store, [c.id for c in brood]), settings.config.elite)
-            population = reevaluate_elite(store, settings, [ind.id for ind in population], run_dir)
-            store.finish_generation(generation, [ind.id for ind in population])
+        with open_executor(settings.config) as evaluate_many:
+            for generation in range(len(populations), settings.config.generations + 1):
+                brood = store.candidates(generation) or breed(store, settings, mutators, population, generation)
+                if generation == 0:
+                    evaluate_baseline(store, settings, brood[0], run_dir, on_result, evaluate_many)
+                settings = with_timeout(settings, store.get("timeout_s"))
+                evaluate_brood(store, settings, brood, run_dir, on_result, evaluate_many)
+                population = next_population(population, individuals(store, [c.id for c in brood]), settings.config.elite)
+                population = reevaluate_elite(store, settings, [ind.id for ind in population], run_dir, evaluate_many)
+                store.finish_generation(generation, [ind.id for ind in population])
         return store.evaluated()
 
 
@@ -68,12 +70,13 @@ def rewrite_outputs(store: RunStore, settings: RunSettings, run_dir: Path) -> No
     write_summary(run_dir, settings, evaluated)
 
 
-def evaluate_baseline(store: RunStore, settings: RunSettings, seed: Candidate, run_dir: Path, on_result) -> None:
+def evaluate_baseline(store: RunStore, settings: RunSettings, seed: Candidate, run_dir: Path, on_result,
+                      evaluate_many: EvaluateMany) -> None:
     """The seed alone, first: a run has no meaning without its baseline, and the seed's time sets the timeout."""
     previous = store.results().get(seed.id)
     if previous is not None and previous.status != "ok":
         store.forget_evaluation(seed.id)  # a failed baseline may have been the machine's fault: try it again
-    evaluate_brood(store, settings, [seed], run_dir, on_result)
+    evaluate_brood(store, settings, [seed], run_dir, on_result, evaluate_many)
     result = store.results()[seed.id]
     if result.status != "ok":
         raise SeedFailed(
@@ -163,12 +166,13 @@ def _mutant(
     return outcome.genome
 
 
-def evaluate_brood(store: RunStore, settings: RunSettings, brood: list[Candidate], run_dir: Path, on_result) -> None:
+def evaluate_brood(store: RunStore, settings: RunSettings, brood: list[Candidate], run_dir: Path, on_result,
+                   evaluate_many: EvaluateMany) -> None:
     """Evaluate the brood's candidates that have no result yet; each result is committed as it arrives."""
     done = store.results()
     pending = {c.id: c for c in brood if c.id not in done}
     jobs = [Job(c.id, c.code, settings.config.seed, settings.spec) for c in pending.values()]
-    for candidate_id, result in evaluate_many(jobs, settings.limits, settings.config.slots):
+    for candidate_id, result in evaluate_many(jobs, settings.limits):
         store.add_evaluation(candidate_id, result)
         evaluated = store.evaluated()
         write_candidate(run_dir, Evaluated(pending[candidate_id], result))
@@ -176,7 +180,8 @@ def evaluate_brood(store: RunStore, settings: RunSettings, brood: list[Candidate
         on_result(pending[candidate_id], result, evaluated)
 
 
-def reevaluate_elite(store: RunStore, settings: RunSettings, population: list[str], run_dir: Path) -> list[Individual]:
+def reevaluate_elite(store: RunStore, settings: RunSettings, population: list[str], run_dir: Path,
+                     evaluate_many: EvaluateMany) -> list[Individual]:
     """Re-evaluate the population's elite on further seeds until they are settled; returns it with the new means.
 
     A round interrupted by a kill is finished first on resume; every later
@@ -194,7 +199,7 @@ def reevaluate_elite(store: RunStore, settings: RunSettings, population: list[st
             store.plan_reevaluations(planned)
         jobs = {f"{r.candidate_id} seed {r.seed}": r for r in planned}
         for key, result in evaluate_many([Job(k, codes[r.candidate_id], r.seed, settings.spec) for k, r in jobs.items()],
-                                         settings.limits, config.slots):
+                                         settings.limits):
             store.add_reevaluation(jobs[key], result)
             write_summary(run_dir, settings, store.evaluated())
 
