@@ -39,6 +39,7 @@ the scores of such a worker would not be comparable.
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import uuid
 from collections import Counter
 from dataclasses import replace
@@ -55,7 +56,7 @@ from evocode.executors import ClusterError
 from evocode.executors.local import Job
 
 # How long the driver waits for the scheduler to answer when it connects.
-_CONNECT_S = 30
+_CONNECT_S = 10
 # A worker in these states still works for its scheduler: a task it runs is still wanted.
 _SERVING = (Status.running, Status.paused, Status.closing_gracefully)
 
@@ -129,6 +130,8 @@ class DaskCluster:
 
     def _connect(self) -> Client:
         if self.client is None:
+            # The driver says in one line what went wrong with the cluster; distributed's own tracebacks would bury it.
+            logging.getLogger("distributed").setLevel(logging.CRITICAL)
             try:
                 self.client = Client(self.address, scheduler_file=self.scheduler_file, timeout=_CONNECT_S)
             except (OSError, ValueError) as e:  # TimeoutError is an OSError
