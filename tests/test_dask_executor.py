@@ -32,7 +32,7 @@ from evocode.executors.dask import DaskCluster, WorkerRefused  # noqa: E402
 from evocode.executors.local import Job  # noqa: E402
 from evocode.store import RunStore  # noqa: E402
 
-TINY = ["--budget", "4096", "--eval-tokens", "1024", "--population", "4", "--generations", "1", "--seeds", "2",
+TINY = ["--budget", "4096", "--eval-tokens", "1024", "--population", "4", "--generations", "1", "--seeds", "1",
         "--workers", "2", "--device", "cpu", "--timeout", "120", "--seed", "0", "--no-progress"]
 MARK = "EVOCODE_TEST_CLUSTER"
 

@@ -87,6 +87,9 @@ def refuse_other_versions(worker: str, expected: dict[str, str | None]) -> None:
 class CorpusDelivery(WorkerPlugin):
     """A run's corpus, rebuilt once on every worker, on registration or when the worker joins."""
 
+    # The scheduler keeps the first registration under a name (which holds the fingerprint): a resumed driver sends nothing again.
+    idempotent = True
+
     def __init__(self, corpus: Corpus) -> None:
         self.fingerprint = corpus.fingerprint
         self.files = corpus_files(corpus)
