@@ -134,7 +134,8 @@ class DaskCluster:
     def _connect(self) -> Client:
         if self.client is None:
             # The driver says in one line what went wrong with the cluster; distributed's own tracebacks would bury it.
-            logging.getLogger("distributed").setLevel(logging.CRITICAL)
+            for handler in logging.getLogger("distributed").handlers:
+                handler.setLevel(logging.CRITICAL)
             try:
                 self.client = Client(self.address, scheduler_file=self.scheduler_file, timeout=_CONNECT_S)
             except (OSError, ValueError) as e:  # TimeoutError is an OSError
