@@ -31,7 +31,7 @@ from evocode.mutation import describe_mutators, describe_variant, load_mutators,
 from evocode.options import (
     RUNS_ROOT, OptionError, bits_per_byte, check_population, check_spec, context_int, data_file, default_run_dir, device, existing_dir,
     existing_run, holds_run, memory_mb, mutator_item, new_or_existing_run_dir, non_negative_int, population_int,
-    positive_int, positive_seconds, probability, run_name, script_file, seed_int,
+    positive_int, positive_seconds, probability, run_name, scheduler_file, script_file, seed_int,
 )
 from evocode.outputs import best_report, explain, format_status, seed_diff, seed_of
 from evocode.progress import Progress
@@ -104,13 +104,13 @@ def add_executor_options(parser: argparse.ArgumentParser, resuming: bool) -> Non
                         help=f"where candidates are evaluated: this machine's workers, or a Dask cluster {run_s}")
     cluster = parser.add_mutually_exclusive_group()
     cluster.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT", help="the Dask scheduler's address (with --executor dask)")
-    cluster.add_argument("--scheduler-file", type=Path, default=None, metavar="FILE",
+    cluster.add_argument("--scheduler-file", type=scheduler_file, default=None, metavar="FILE",
                          help="the file `dask scheduler --scheduler-file FILE` writes (with --executor dask)")
 
 
 def executor_from_args(args: argparse.Namespace, run: EvolveConfig | None = None) -> dict:
     """Where evaluations run: the options given (a scheduler alone means Dask), else the run's own, else locally."""
-    scheduler_file = args.scheduler_file and str(args.scheduler_file.resolve())
+    scheduler_file = args.scheduler_file and str(args.scheduler_file)
     executor = args.executor or ("dask" if args.scheduler or scheduler_file else run.executor if run else "local")
     if executor == "local":
         if args.scheduler or scheduler_file:
