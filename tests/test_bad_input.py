@@ -106,7 +106,6 @@ CASES = [
     (["evolve", SEED, "--executor", "local", "--scheduler", "tcp://127.0.0.1:8786"], "--scheduler and --scheduler-file name a Dask cluster"),
     (["evolve", SEED, "--scheduler-file", "missing.json"], "--scheduler-file"),
     (["evolve", SEED, "--scheduler", "tcp://127.0.0.1:8786", "--scheduler-file", "afile"], "not allowed with argument --scheduler"),
-    (["resume", "adir", "--scheduler-file", "missing.json"], "--scheduler-file"),
     # what a finished run is turned into
     (["report", "adir"], "adir holds no evocode run"),
     (["export", "adir", "--git", "out"], "adir holds no evocode run"),
