@@ -240,3 +240,26 @@ def test_a_worker_with_other_versions_is_refused_naming_both(two_workers, tiny_s
     message = str(refused.value)
     assert f"runs evocode {theirs['evocode']}, torch {theirs['torch']}, the driver evocode 0.0.1, torch 1.0.0" in message
     assert len(message.splitlines()) == 1
+
+
+# Kills the Dask worker that runs it: its nearest ancestor started as `python -m dask worker`.
+KILL_WORKER = """
+import os, signal
+pid = os.getppid()
+while b"dask" not in open(f"/proc/{pid}/cmdline", "rb").read():
+    pid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+os.kill(pid, signal.SIGKILL)
+"""
+
+
+def test_a_candidate_that_kills_every_worker_it_runs_on_is_a_crash_after_one_retry(cluster, tiny_spec, seed_source):
+    cluster.top_up(3)
+    jobs = [Job("killer", KILL_WORKER, 0, tiny_spec), Job("innocent", seed_source, 0, tiny_spec)]
+    # Unsandboxed: where Landlock scopes signals a candidate cannot reach its worker at all; this is about when it can.
+    # Cold: each attempt on a fresh worker would otherwise start its fork server first (seconds of importing torch).
+    with DaskCluster(scheduler_file=str(cluster.file), cold=True) as on_cluster:
+        by_key = dict(on_cluster.evaluate_many(jobs, Limits(timeout_s=60, sandbox=False)))
+    assert by_key["innocent"].status == "ok"
+    assert by_key["killer"].status == "crash"
+    assert by_key["killer"].reason.startswith("killed its evaluation worker: Dask workers tcp://127.0.0.1:")
+    assert sum(p.poll() is not None for p in cluster.workers.values()) == 2, "the killer ran on a third worker"

@@ -38,5 +38,5 @@ def open_executor(config: "EvolveConfig") -> Iterator[EvaluateMany]:
     except ImportError as e:
         raise ValueError(f"--executor dask needs Dask's distributed package ({e}); install it with "
                          "`pip install 'dask[distributed]'` or `pip install -e '.[dask]'`") from None
-    with DaskCluster(config.scheduler, config.scheduler_file) as cluster:
+    with DaskCluster(config.scheduler, config.scheduler_file, config.cold) as cluster:
         yield cluster.evaluate_many

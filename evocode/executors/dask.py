@@ -99,13 +99,17 @@ class CorpusDelivery(WorkerPlugin):
 
 
 class DaskCluster:
-    """A Dask scheduler, by address or scheduler file; connected on first use, so a finished run needs no cluster."""
+    """A Dask scheduler, by address or scheduler file; connected on first use, so a finished run needs no cluster.
 
-    def __init__(self, address: str | None = None, scheduler_file: str | None = None) -> None:
+    cold: start each candidate as a new Python process instead of forking it from the worker's fork server.
+    """
+
+    def __init__(self, address: str | None = None, scheduler_file: str | None = None, cold: bool = False) -> None:
         if (address is None) == (scheduler_file is None):
             raise ValueError("the Dask executor needs --scheduler tcp://HOST:PORT or --scheduler-file FILE (one of them)")
         self.where = address or f"the scheduler file {scheduler_file}"
         self.address, self.scheduler_file = address, scheduler_file
+        self.cold = cold
         self.client: Client | None = None
         self.delivered: set[str] = set()
 
@@ -127,7 +131,7 @@ class DaskCluster:
         for job in jobs:
             fingerprint = self._deliver(client, corpus_of(job.spec.corpus_dir))
             key = f"evocode-{job.key.replace(' ', '-')}-{uuid.uuid4().hex[:12]}"
-            futures[client.submit(_evaluate_on_worker, job, fingerprint, limits, expected, key=key, pure=False)] = job
+            futures[client.submit(_evaluate_on_worker, job, fingerprint, limits, expected, self.cold, key=key, pure=False)] = job
         for future in as_completed(futures):
             yield futures[future].key, self._result(future, futures.pop(future))
 
@@ -168,7 +172,7 @@ def _crash(job: Job, lost: list[str]) -> EvalResult:
     return EvalResult(status="crash", reason=reason, budget=job.spec.budget, seed=job.seed)
 
 
-def _evaluate_on_worker(job: Job, fingerprint: str, limits: Limits, expected: dict[str, str | None]) -> EvalResult:
+def _evaluate_on_worker(job: Job, fingerprint: str, limits: Limits, expected: dict[str, str | None], cold: bool) -> EvalResult:
     """The task: one evaluation on this worker, on the corpus the plugin delivered, unless two workers died under it."""
     worker = get_worker()
     key = worker.get_current_task()
@@ -181,7 +185,7 @@ def _evaluate_on_worker(job: Job, fingerprint: str, limits: Limits, expected: di
     worker.log_event(topic, {"started": worker.address})
     try:
         spec = replace(job.spec, corpus_dir=str(shipped_directory(fingerprint)))
-        return evaluate(job.code, spec, job.seed, limits, driver_gone=lambda: _abandoned(worker, key))
+        return evaluate(job.code, spec, job.seed, limits, driver_gone=lambda: _abandoned(worker, key), warm=not cold)
     finally:
         worker.log_event(topic, {"ended": worker.address})
 
