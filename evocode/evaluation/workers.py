@@ -1,7 +1,7 @@
 """Warm workers: each worker process keeps a fork server, so a candidate starts in milliseconds.
 
 The worker (a loky process of the local executor, the CLI's own process
-for `eval`, a Dask worker later) starts one fork server per thread count
+for `eval`, a Dask worker's process) starts one fork server per thread count
 (the server's OpenMP settings are fixed when it imports torch) and reuses
 it for every candidate. A server that dies mid-candidate (the candidate
 killed it, or it ran out of memory) is restarted and the candidate is run

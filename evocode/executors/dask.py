@@ -3,8 +3,9 @@
 The documented layout is one single-threaded Dask worker per GPU, started
 with its `CUDA_VISIBLE_DEVICES` (`dask worker ADDRESS --nthreads 1`). Each
 job is one task, which runs `evaluate` on a worker as a loky worker does
-locally: warm, on the worker process's own fork server, the candidate in a
-sandboxed process of its own. Results are yielded as they complete, so the
+locally: warm, on the worker process's own fork server (started by the
+worker's one task thread, which lives as long as the worker), or cold with
+`--cold`, the candidate in a sandboxed process of its own. Results are yielded as they complete, so the
 loop commits each at once. Not joblib's dask backend: there one error aborts
 the whole `Parallel` call and a task whose worker keeps dying hangs it.
 
