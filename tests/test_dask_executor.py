@@ -80,11 +80,11 @@ class Cluster:
                 continue
         return found
 
-    def candidates(self) -> dict[int, str]:
-        """Running candidates, by pid, with the name of the worker running each (a candidate is a fork of a fork server)."""
+    def candidates(self) -> dict[int, tuple[int, str]]:
+        """Running candidates by pid, each with its fork server's pid and its worker's name (a candidate is a fork of a fork server)."""
         parents = live_processes()
         by_pid = {p.pid: name for name, p in self.workers.items()}
-        return {pid: by_pid[parents[parents[pid]]] for pid in self.processes()
+        return {pid: (parents[pid], by_pid[parents[parents[pid]]]) for pid in self.processes()
                 if parents.get(pid) in parents and parents[parents[pid]] in by_pid}
 
     def stop(self) -> None:
@@ -98,11 +98,13 @@ class Cluster:
                 process.wait()
 
 
-def wait_until(condition, within_s: float, what: str) -> None:
+def wait_until(condition, within_s: float, what: str):
+    """The condition's first true value."""
     deadline = time.time() + within_s
-    while not condition():
+    while not (value := condition()):
         assert time.time() < deadline, f"timed out waiting until {what}"
         time.sleep(0.05)
+    return value
 
 
 @pytest.fixture(scope="module")
@@ -174,9 +176,9 @@ def test_the_corpus_reaches_workers_that_do_not_share_the_drivers_disk(two_worke
 def test_a_worker_killed_mid_candidate_costs_one_rerun_and_nothing_is_evaluated_twice(local_run, two_workers, tmp_path):
     run_dir = tmp_path / "run"
     driver = evolve(run_dir, "--scheduler", json.loads(two_workers.file.read_text())["address"])
-    wait_until(lambda: len(finish_times(run_dir)) >= 2 and two_workers.candidates(), 120, "a candidate runs after the seed's")
-    (candidate, name), *_ = two_workers.candidates().items()
-    lost = [candidate, live_processes()[candidate]]  # the candidate and the fork server it was forked from
+    running = wait_until(lambda: len(finish_times(run_dir)) >= 2 and two_workers.candidates(), 120, "a candidate runs after the seed's")
+    candidate, (server, name) = next(iter(running.items()))
+    lost = [candidate, server]
     os.kill(two_workers.workers[name].pid, signal.SIGKILL)
     two_workers.workers[name].wait()
 
