@@ -17,6 +17,7 @@ import numpy as np
 from evocode.data import CorpusError, data_source, prepare_corpus
 from evocode.evaluation.runner import Limits, evaluate, format_result
 from evocode.evaluation.workers import detect_gpus
+from evocode.executors import EXECUTORS, ClusterError
 from evocode.executors.local import DEFAULT_PER_GPU, Slots
 from evocode.evolve import SeedFailed, evolve
 from evocode.genome import Genome
@@ -30,7 +31,7 @@ from evocode.mutation import describe_mutators, describe_variant, load_mutators,
 from evocode.options import (
     RUNS_ROOT, OptionError, bits_per_byte, check_population, check_spec, context_int, data_file, default_run_dir, device, existing_dir,
     existing_run, holds_run, memory_mb, mutator_item, new_or_existing_run_dir, non_negative_int, population_int,
-    positive_int, positive_seconds, probability, run_name, script_file, seed_int, time_factor, eta_int,
+    positive_int, positive_seconds, probability, run_name, scheduler_file, script_file, seed_int, time_factor, eta_int,
 )
 from evocode.outputs import best_report, explain, format_status, seed_diff, seed_of
 from evocode.progress import Progress
@@ -96,6 +97,31 @@ def default_population(slots: Slots, elite: int) -> int:
     """The default population, grown so that each generation has a child for every slot (an elite too big stays an error)."""
     default = EvolveConfig.population
     return default if elite >= default else max(default, slots.count + elite)
+
+
+def add_executor_options(parser: argparse.ArgumentParser, resuming: bool) -> None:
+    run_s = "(default: the run's)" if resuming else "(default local)"
+    parser.add_argument("--executor", choices=EXECUTORS, default=None,
+                        help=f"where candidates are evaluated: this machine's workers, or a Dask cluster {run_s}")
+    cluster = parser.add_mutually_exclusive_group()
+    cluster.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT", help="the Dask scheduler's address (with --executor dask)")
+    cluster.add_argument("--scheduler-file", type=scheduler_file, default=None, metavar="FILE",
+                         help="the file `dask scheduler --scheduler-file FILE` writes (with --executor dask)")
+
+
+def executor_from_args(args: argparse.Namespace, run: EvolveConfig | None = None) -> dict:
+    """Where evaluations run: the options given (a scheduler alone means Dask), else the run's own, else locally."""
+    scheduler_file = args.scheduler_file and str(args.scheduler_file)
+    executor = args.executor or ("dask" if args.scheduler or scheduler_file else run.executor if run else "local")
+    if executor == "local":
+        if args.scheduler or scheduler_file:
+            raise OptionError("--scheduler and --scheduler-file name a Dask cluster: pass them with --executor dask")
+        return {"executor": "local", "scheduler": None, "scheduler_file": None}
+    if args.scheduler or scheduler_file:
+        return {"executor": "dask", "scheduler": args.scheduler, "scheduler_file": scheduler_file}
+    if run and run.executor == "dask":
+        return {"executor": "dask", "scheduler": run.scheduler, "scheduler_file": run.scheduler_file}
+    raise OptionError("--executor dask needs the cluster: --scheduler tcp://HOST:PORT or --scheduler-file FILE")
 
 
 def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -183,6 +209,7 @@ def add_evolve_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=positive_int, default=defaults.workers, help="evaluations at once without GPUs (default: the number of cores, %(default)s)")
     p.add_argument("--gpus", default="auto", help="GPUs to use, by index (0,1,...), 'auto' (every GPU this machine has) or 'none' (default %(default)s)")
     p.add_argument("--per-gpu", type=positive_int, default=DEFAULT_PER_GPU, help="candidates at once on each GPU (default %(default)s)")
+    add_executor_options(p, resuming=False)
     p.add_argument("--seed", type=seed_int, default=defaults.seed, help="seed of every random choice and of every evaluation (default %(default)s)")
     p.add_argument("--mutators", type=mutator_item, nargs="+", default=[], metavar="M", help=_MUTATORS_HELP)
     where = p.add_mutually_exclusive_group()
@@ -224,6 +251,7 @@ def add_resume_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="run until this many generations after the first (more than the run has: extend it)")
     p.add_argument("--no-progress", action="store_true", help="no live progress line")
     p.add_argument("--force", action="store_true", help=_FORCE_HELP)
+    add_executor_options(p, resuming=True)
 
 
 def add_status_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -259,7 +287,7 @@ def run_evolve(args: argparse.Namespace) -> int:
         population=population, generations=args.generations, tournament=args.tournament, elite=args.elite,
         cx=args.cx, workers=args.workers, gpus=gpus, per_gpu=args.per_gpu, cold=args.cold, seed=args.seed,
         mutators=tuple(args.mutators), credit=not args.no_credit, adaptive_steps=not args.no_adaptive_steps,
-        seeds=args.seeds, precision=args.precision, rungs=args.rungs, eta=args.eta,
+        seeds=args.seeds, precision=args.precision, rungs=args.rungs, eta=args.eta, **executor_from_args(args),
     )
     run_dir = args.run_dir or default_run_dir(args.name or f"{args.script.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     settings = RunSettings(
@@ -277,6 +305,7 @@ def run_resume(args: argparse.Namespace) -> int:
             raise OptionError(f"--generations {args.generations} is fewer than the {settings.config.generations} "
                               f"{args.run_dir} already plans; a run only grows: pass {settings.config.generations} or more")
         settings = replace(settings, config=replace(settings.config, generations=args.generations))
+    settings = replace(settings, config=replace(settings.config, **executor_from_args(args, settings.config)))
     return _run(settings, args.run_dir, progress=not args.no_progress, force=args.force)
 
 
@@ -483,5 +512,5 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (CorpusError, ValueError) as e:
+    except (CorpusError, ValueError, ClusterError) as e:
         return _fail(str(e))

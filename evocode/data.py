@@ -196,3 +196,27 @@ def load_corpus(directory: str | Path) -> Corpus:
 def corpus_of(corpus_dir: str | None) -> Corpus:
     """The corpus a measurement names: a prepared directory, or the default one when None."""
     return load_corpus(corpus_dir) if corpus_dir else prepare_corpus()
+
+
+def corpus_files(corpus: Corpus) -> dict[str, bytes]:
+    """A prepared corpus's files by name: what a machine without this disk needs to rebuild it (`unpack_corpus`)."""
+    names = ("meta.json", "train.bin", "val.bin") + (("hidden.bin",) if corpus.hidden_bytes else ())
+    return {name: (corpus.directory / name).read_bytes() for name in names}
+
+
+def shipped_directory(fingerprint: str) -> Path:
+    """Where this machine keeps a corpus another machine prepared: named by content, so it is built once."""
+    return cache_root() / "corpus" / f"shipped-{fingerprint}"
+
+
+def unpack_corpus(files: dict[str, bytes], fingerprint: str) -> Corpus:
+    """Rebuild (once) a corpus from `corpus_files`, refusing files whose content does not have its fingerprint."""
+    directory = shipped_directory(fingerprint)
+    if not (directory / "meta.json").exists():
+        hidden = files.get("hidden.bin", b"")
+        _write_atomically(directory, files["train.bin"], files["val.bin"], hidden, label=json.loads(files["meta.json"])["source"])
+    corpus = load_corpus(directory)
+    if corpus.fingerprint != fingerprint:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise CorpusError(f"the corpus received has fingerprint {corpus.fingerprint}, not {fingerprint}: it was damaged on the way")
+    return corpus

@@ -19,7 +19,8 @@ import numpy as np
 
 from evocode.crossover import crossover
 from evocode.evaluation.runner import EvalResult
-from evocode.executors.local import Job, evaluate_many
+from evocode.executors import EvaluateMany, open_executor
+from evocode.executors.local import Job
 from evocode.genome import Genome, edits_from_json, edits_to_json
 from evocode.insight.human import ORIGIN, human_genomes
 from evocode.mutation import Mutator, mutate
@@ -50,16 +51,17 @@ def evolve(
         rewrite_outputs(store, settings, run_dir)
         populations = store.populations()
         population = individuals(store, populations[max(populations)]) if populations else []
-        for generation in range(len(populations), settings.config.generations + 1):
-            brood = store.candidates(generation) or breed(store, settings, mutators, population, generation)
-            if generation == 0:
-                evaluate_baseline(store, settings, brood[0], run_dir, on_result)
-            settings = with_timeout(settings, store.get("timeout_s"))
-            finalists = screen(store, settings, [c for c in brood if c.origin != "seed"], run_dir)
-            evaluate_jobs(store, settings, finalists, [], run_dir, on_result)
-            population = next_population(population, individuals(store, [c.id for c in brood]), settings.config.elite)
-            population = reevaluate_elite(store, settings, [ind.id for ind in population], run_dir)
-            store.finish_generation(generation, [ind.id for ind in population])
+        with open_executor(settings.config) as evaluate_many:
+            for generation in range(len(populations), settings.config.generations + 1):
+                brood = store.candidates(generation) or breed(store, settings, mutators, population, generation)
+                if generation == 0:
+                    evaluate_baseline(store, settings, brood[0], run_dir, on_result, evaluate_many)
+                settings = with_timeout(settings, store.get("timeout_s"))
+                finalists = screen(store, settings, [c for c in brood if c.origin != "seed"], run_dir, evaluate_many)
+                evaluate_jobs(store, settings, finalists, [], run_dir, on_result, evaluate_many)
+                population = next_population(population, individuals(store, [c.id for c in brood]), settings.config.elite)
+                population = reevaluate_elite(store, settings, [ind.id for ind in population], run_dir, evaluate_many)
+                store.finish_generation(generation, [ind.id for ind in population])
         return store.evaluated()
 
 
@@ -71,7 +73,8 @@ def rewrite_outputs(store: RunStore, settings: RunSettings, run_dir: Path) -> No
     summarize(store, settings, run_dir)
 
 
-def evaluate_baseline(store: RunStore, settings: RunSettings, seed: Candidate, run_dir: Path, on_result) -> None:
+def evaluate_baseline(store: RunStore, settings: RunSettings, seed: Candidate, run_dir: Path, on_result,
+                      evaluate_many: EvaluateMany) -> None:
     """The seed first, beside only its own further seeds: a run has no meaning without its baseline, and the seed's
     time sets the timeout."""
     previous = store.results().get(seed.id)
@@ -82,7 +85,7 @@ def evaluate_baseline(store: RunStore, settings: RunSettings, seed: Candidate, r
         store.plan_reevaluations([Reevaluation(seed.id, s, settings.spec.budget)
                                   for s in baseline_seeds(config.seed, config.seeds, config.slots.count)])
     extras = [r for r in store.pending_reevaluations() if r.candidate_id == seed.id]
-    evaluate_jobs(store, settings, [seed], extras, run_dir, on_result)
+    evaluate_jobs(store, settings, [seed], extras, run_dir, on_result, evaluate_many)
     result = store.results()[seed.id]
     if result.status != "ok":
         raise SeedFailed(
@@ -176,7 +179,7 @@ def _mutant(
 
 def evaluate_jobs(
     store: RunStore, settings: RunSettings, candidates: list[Candidate], reevaluations: list[Reevaluation], run_dir: Path,
-    on_result,
+    on_result, evaluate_many: EvaluateMany,
 ) -> None:
     """Evaluate the candidates that have no result yet and the planned re-evaluations, sharing the slots; each result
     is committed as it arrives.
@@ -193,7 +196,7 @@ def evaluate_jobs(
     jobs = [Job(c.id, c.code, settings.config.seed, settings.spec) for c in pending.values()]
     jobs += [Job(key, codes[r.candidate_id], r.seed, settings.spec) for key, r in again.items()]
     jobs.sort(key=lambda job: -seconds[job.key])
-    for key, result in evaluate_many(jobs, settings.limits, settings.config.slots):
+    for key, result in evaluate_many(jobs, settings.limits):
         if key in again:
             store.add_reevaluation(again[key], result)
             summarize(store, settings, run_dir)
@@ -203,7 +206,8 @@ def evaluate_jobs(
         on_result(pending[key], result, summarize(store, settings, run_dir))
 
 
-def screen(store: RunStore, settings: RunSettings, children: list[Candidate], run_dir: Path) -> list[Candidate]:
+def screen(store: RunStore, settings: RunSettings, children: list[Candidate], run_dir: Path,
+           evaluate_many: EvaluateMany) -> list[Candidate]:
     """Successive halving below the full budget (evocode.search.fidelity): the children promoted to it.
 
     Each rung's entrants are recorded before it runs; a rung already recorded
@@ -217,13 +221,14 @@ def screen(store: RunStore, settings: RunSettings, children: list[Candidate], ru
         if not planned:
             store.plan_rung(rung, budget, entrants)
             planned = [RungEvaluation(cid, rung, budget) for cid in entrants]
-        evaluate_rung(store, settings, [r for r in planned if r.result is None], run_dir)
+        evaluate_rung(store, settings, [r for r in planned if r.result is None], run_dir, evaluate_many)
         results = {r.candidate_id: r.result for r in store.rungs() if r.rung == rung and r.candidate_id in ours}
         entrants = promoted([r.candidate_id for r in planned], results, config.eta)
     return [c for c in children if c.id in set(entrants)]
 
 
-def evaluate_rung(store: RunStore, settings: RunSettings, planned: list[RungEvaluation], run_dir: Path) -> None:
+def evaluate_rung(store: RunStore, settings: RunSettings, planned: list[RungEvaluation], run_dir: Path,
+                  evaluate_many: EvaluateMany) -> None:
     """Train the planned children on their rung's budget and seed, with the timeout scaled to it; each result is
     committed as it arrives."""
     if not planned:
@@ -237,7 +242,7 @@ def evaluate_rung(store: RunStore, settings: RunSettings, planned: list[RungEval
     # The longest first, as evaluate_jobs orders them: rungs run one after another, so a rung's tail is idle slots.
     ordered = sorted(planned, key=lambda r: -_parents_seconds(candidates[r.candidate_id], done))
     jobs = [Job(r.candidate_id, candidates[r.candidate_id].code, settings.config.seed, spec) for r in ordered]
-    for key, result in evaluate_many(jobs, limits, settings.config.slots):
+    for key, result in evaluate_many(jobs, limits):
         store.add_rung_result(key, rung, result)
         write_candidate(run_dir, Evaluated(candidates[key], result))
         summarize(store, settings, run_dir)
@@ -255,7 +260,8 @@ def summarize(store: RunStore, settings: RunSettings, run_dir: Path) -> list[Eva
     return evaluated
 
 
-def reevaluate_elite(store: RunStore, settings: RunSettings, population: list[str], run_dir: Path) -> list[Individual]:
+def reevaluate_elite(store: RunStore, settings: RunSettings, population: list[str], run_dir: Path,
+                     evaluate_many: EvaluateMany) -> list[Individual]:
     """Re-evaluate the population's elite on further seeds until they are settled; returns it with the new means.
 
     A round interrupted by a kill is finished first on resume; every later
@@ -271,7 +277,7 @@ def reevaluate_elite(store: RunStore, settings: RunSettings, population: list[st
             if not planned:
                 return individuals(store, population)
             store.plan_reevaluations(planned)
-        evaluate_jobs(store, settings, [], planned, run_dir, lambda *_: None)
+        evaluate_jobs(store, settings, [], planned, run_dir, lambda *_: None, evaluate_many)
 
 
 def _genome(seed: Genome, ind: Individual) -> Genome:

@@ -129,6 +129,11 @@ def data_file(text: str) -> Path | str:
     return _readable_file(text, "a text file (or stdlib)").resolve()
 
 
+def scheduler_file(text: str) -> Path:
+    """The file a Dask scheduler writes its address to, as an absolute path (a resumed run finds it from anywhere)."""
+    return _readable_file(text, "the file `dask scheduler --scheduler-file FILE` writes").resolve()
+
+
 def mutator_item(text: str) -> str:
     """One word of --mutators; a plugin file (`path/file.py:Name`) becomes absolute, so a run finds it from anywhere."""
     where, colon, name = text.rpartition(":")

@@ -26,6 +26,7 @@ from typing import Sequence
 import evocode
 from evocode.data import CorpusError, corpus_of, load_corpus, prepare_corpus
 from evocode.evaluation.runner import Limits
+from evocode.executors import EXECUTORS
 from evocode.executors.local import Slots
 from evocode.mutation import Mutator
 from evocode.search.fidelity import DEFAULT_ETA, full_evaluations, rung_budgets
@@ -52,6 +53,10 @@ class EvolveConfig:
     precision: float = 0.0  # stop re-evaluating a candidate once its mean's standard error is this small
     rungs: int = 1  # token budgets a child climbs (evocode.search.fidelity: successive halving); 1: every child gets the full budget
     eta: int = DEFAULT_ETA  # each rung trains η times the tokens of the one below, on the best 1/η of its children
+    # Where evaluations run (evocode.executors): "local", or "dask" on the cluster that scheduler (file) names.
+    executor: str = "local"
+    scheduler: str | None = None
+    scheduler_file: str | None = None
 
     def __post_init__(self) -> None:
         if self.population < 2:
@@ -66,6 +71,10 @@ class EvolveConfig:
             raise ValueError(f"--cx is a probability between 0 and 1, got {self.cx}")
         if self.rungs < 1 or self.eta < 2:
             raise ValueError(f"--rungs must be at least 1 and --eta at least 2, got {self.rungs} and {self.eta}")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"--executor is one of {', '.join(EXECUTORS)}, got {self.executor!r}")
+        if (self.executor == "dask") != (self.scheduler is not None or self.scheduler_file is not None):
+            raise ValueError("--scheduler and --scheduler-file name a Dask cluster, and --executor dask needs one of them")
 
     @property
     def slots(self) -> Slots:
@@ -177,7 +186,8 @@ def start_or_continue(store: RunStore, settings: RunSettings, mutators: Sequence
         )
     pin(store, settings, mutators, force=False)
     generations = max(previous.config.generations, settings.config.generations)
-    continued = replace(previous, config=replace(previous.config, generations=generations), spec=settings.spec)
+    where = {key: getattr(settings.config, key) for key in _WHERE}
+    continued = replace(previous, config=replace(previous.config, generations=generations, **where), spec=settings.spec)
     store.put("settings", continued.to_json())
     return continued
 
@@ -252,11 +262,16 @@ def rung_timeout(timeout_s: float | None, budget: int, full: int) -> float | Non
     return min(timeout_s, max(MIN_TIMEOUT_S, timeout_s * budget / full))
 
 
+# Where a run's evaluations run: the same scores anywhere, and a cluster may come back at another address.
+_WHERE = ("executor", "scheduler", "scheduler_file")
+
+
 def _comparable(settings: RunSettings) -> dict:
-    """The settings less what may change on resume: the corpus cache's path (its content is compared) and generations."""
+    """The settings less what may change on resume: the corpus cache's path (its content is compared), generations,
+    and where evaluations run."""
     d = settings.to_json()
     d["spec"] = {k: v for k, v in d["spec"].items() if k != "corpus_dir"}
-    d["config"] = {k: v for k, v in d["config"].items() if k != "generations"}
+    d["config"] = {k: v for k, v in d["config"].items() if k != "generations" and k not in _WHERE}
     return d
 
 

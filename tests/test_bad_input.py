@@ -102,6 +102,11 @@ CASES = [
     # where candidates run
     (["evolve", SEED, "--gpus", "first"], "--gpus"),
     (["evolve", SEED, "--per-gpu", "0"], "--per-gpu"),
+    (["evolve", SEED, "--executor", "cloud"], "--executor"),
+    (["evolve", SEED, "--executor", "dask"], "--executor dask needs the cluster"),
+    (["evolve", SEED, "--executor", "local", "--scheduler", "tcp://127.0.0.1:8786"], "--scheduler and --scheduler-file name a Dask cluster"),
+    (["evolve", SEED, "--scheduler-file", "missing.json"], "--scheduler-file"),
+    (["evolve", SEED, "--scheduler", "tcp://127.0.0.1:8786", "--scheduler-file", "afile"], "not allowed with argument --scheduler"),
     # what a finished run is turned into
     (["report", "adir"], "adir holds no evocode run"),
     (["export", "adir", "--git", "out"], "adir holds no evocode run"),

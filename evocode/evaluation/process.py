@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from evocode.data import Corpus, CorpusError
 from evocode.evaluation.sandbox import Confinement, SandboxError
@@ -49,6 +50,16 @@ class DriverGone(RuntimeError):
     """The driver that asked for this evaluation died; nobody will read its result."""
 
 
+# Asked about once a second while a candidate runs: True once nobody will read its result.
+DriverWatch = Callable[[], bool]
+
+
+def parent_watch(driver_pid: int | None) -> DriverWatch:
+    """The watch of a worker process that its driver started: the worker is re-parented when the driver dies."""
+    in_worker = driver_pid is not None and driver_pid != os.getpid()
+    return lambda: in_worker and os.getppid() != driver_pid
+
+
 @dataclass(frozen=True)
 class ProcessRun:
     returncode: int
@@ -58,7 +69,7 @@ class ProcessRun:
 
 
 def run_isolated(
-    argv: list[str], cwd: str, env: dict[str, str], limits: Limits, driver_pid: int | None = None,
+    argv: list[str], cwd: str, env: dict[str, str], limits: Limits, driver_gone: DriverWatch = lambda: False,
     confinement: Confinement | None = None, fds: dict[str, int] | None = None,
 ) -> ProcessRun:
     """Run argv in its own process group under limits (and confined, when given one); kill the whole group when it ends or times out.
@@ -79,7 +90,7 @@ def run_isolated(
     )
     tail = _TailReader(proc.stdout, limits.log_tail_bytes)
     try:
-        timed_out = _wait(proc, limits.timeout_s, driver_pid)
+        timed_out = _wait(proc, limits.timeout_s, driver_gone)
     finally:
         # Also reaps what the program left running: children sleeping forever, a hung process.
         kill_group(proc.pid)
@@ -88,14 +99,12 @@ def run_isolated(
     return ProcessRun(proc.returncode, timed_out, tail.text(), confinement.state if confinement else "off")
 
 
-def _wait(proc: subprocess.Popen, timeout_s: float, driver_pid: int | None) -> bool:
+def _wait(proc: subprocess.Popen, timeout_s: float, driver_gone: DriverWatch) -> bool:
     """Wait for the program; True when it ran out of time, DriverGone when the driver died meanwhile."""
-    in_worker = driver_pid is not None and driver_pid != os.getpid()
     deadline = time.monotonic() + timeout_s
     while (left := deadline - time.monotonic()) > 0:
-        # A worker is the driver's child until the driver dies and the worker is re-parented.
-        if in_worker and os.getppid() != driver_pid:
-            raise DriverGone(f"the driver (pid {driver_pid}) is gone")
+        if driver_gone():
+            raise DriverGone("the driver that asked for this evaluation is gone")
         try:
             proc.wait(timeout=min(1.0, left))
             return False

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import evocode
 from evocode.data import corpus_of
-from evocode.evaluation.process import Limits, ProcessRun, cuda_possible, open_splits, run_isolated
+from evocode.evaluation.process import DriverWatch, Limits, ProcessRun, cuda_possible, open_splits, run_isolated
 from evocode.evaluation.workers import WorkerLost, run_warm
 from evocode.evaluation.sandbox import candidate_confinement
 from evocode.spec import RESULT_VAR, SEED_VAR, THREADS_VAR, EvalSpec
@@ -65,14 +65,15 @@ class EvalResult:
 
 
 def evaluate(
-    source: str, spec: EvalSpec, seed: int, limits: Limits = Limits(), driver_pid: int | None = None,
+    source: str, spec: EvalSpec, seed: int, limits: Limits = Limits(), driver_gone: DriverWatch = lambda: False,
     env: dict[str, str] | None = None, warm: bool = True,
 ) -> EvalResult:
     """Train and score `source` under `spec` with evaluation seed `seed`.
 
-    driver_pid: when this runs in a worker process started by that driver,
-    the candidate is stopped (and DriverGone raised) as soon as the driver is
-    gone, so a killed driver leaves nothing training for nobody.
+    driver_gone: asked about once a second while the candidate runs (e.g.
+    `parent_watch(driver_pid)` in a worker process that driver started); once
+    it says the driver is gone the candidate is stopped and DriverGone
+    raised, so a killed driver leaves nothing training for nobody.
     env: variables the candidate sees on top of the runner's own (its GPU).
     warm: fork the candidate from this process's fork server instead of starting Python.
     """
@@ -94,12 +95,12 @@ def evaluate(
         cuda = cuda_possible(child_env)
         try:
             if warm:
-                run = run_warm(str(script), workdir, outdir, child_env, limits, cuda, driver_pid)
+                run = run_warm(str(script), workdir, outdir, child_env, limits, cuda, driver_gone)
             else:
                 confinement = candidate_confinement(workdir, outdir, corpus, cuda) if limits.sandbox else None
                 fds = open_splits(corpus, spec.split)
                 try:
-                    run = run_isolated([sys.executable, str(script)], workdir, child_env, limits, driver_pid, confinement, fds)
+                    run = run_isolated([sys.executable, str(script)], workdir, child_env, limits, driver_gone, confinement, fds)
                 finally:
                     for fd in fds.values():
                         os.close(fd)

@@ -1,7 +1,7 @@
 """Warm workers: each worker process keeps a fork server, so a candidate starts in milliseconds.
 
 The worker (a loky process of the local executor, the CLI's own process
-for `eval`, a Dask worker later) starts one fork server per thread count
+for `eval`, a Dask worker's process) starts one fork server per thread count
 (the server's OpenMP settings are fixed when it imports torch) and reuses
 it for every candidate. A server that dies mid-candidate (the candidate
 killed it, or it ran out of memory) is restarted and the candidate is run
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import evocode
-from evocode.evaluation.process import DriverGone, Limits, ProcessRun, kill_group
+from evocode.evaluation.process import DriverGone, DriverWatch, Limits, ProcessRun, kill_group
 
 _SERVER_START_S = 120.0
 
@@ -57,7 +57,7 @@ class ForkServer:
         return self.process.poll() is None
 
     def run(self, script: str, cwd: str, result_dir: str, env: dict[str, str], limits: Limits, cuda_possible: bool,
-            driver_pid: int | None) -> ProcessRun:
+            driver_gone: DriverWatch) -> ProcessRun:
         request = {"script": script, "cwd": cwd, "result_dir": result_dir, "env": env, "limits": limits.__dict__,
                    "cuda_possible": cuda_possible}
         try:
@@ -67,19 +67,18 @@ class ForkServer:
             self._stop(None)
             raise ServerDied(self._last_words()) from None
         # The server may still be importing torch: the candidate's clock starts at its pid.
-        pid = self._reply(_SERVER_START_S, driver_pid, child=None)["pid"]
-        done = self._reply(limits.timeout_s + 30.0, driver_pid, child=pid)
+        pid = self._reply(_SERVER_START_S, driver_gone, child=None)["pid"]
+        done = self._reply(limits.timeout_s + 30.0, driver_gone, child=pid)
         return ProcessRun(done["returncode"], done["timed_out"], done["log_tail"], done["sandbox"])
 
-    def _reply(self, within_s: float, driver_pid: int | None, child: int | None) -> dict:
+    def _reply(self, within_s: float, driver_gone: DriverWatch, child: int | None) -> dict:
         """The server's next message; watches the driver meanwhile, as the cold runner does."""
         waited = 0.0
-        in_worker = driver_pid is not None and driver_pid != os.getpid()
         while not select.select([self.process.stdout], [], [], 1.0)[0]:
             waited += 1.0
-            if in_worker and os.getppid() != driver_pid:
+            if driver_gone():
                 self._stop(child)
-                raise DriverGone(f"the driver (pid {driver_pid}) is gone")
+                raise DriverGone("the driver that asked for this evaluation is gone")
             if waited > within_s:
                 self._stop(child)
                 raise ServerDied("the fork server stopped answering")
@@ -134,7 +133,7 @@ _servers: dict[int, ForkServer] = {}
 
 
 def run_warm(script: str, cwd: str, result_dir: str, env: dict[str, str], limits: Limits, cuda_possible: bool,
-             driver_pid: int | None = None) -> ProcessRun:
+             driver_gone: DriverWatch = lambda: False) -> ProcessRun:
     """Run the script on this process's fork server; a server lost mid-run is replaced and tried once more."""
     reason = ""
     for _ in range(2):
@@ -142,7 +141,7 @@ def run_warm(script: str, cwd: str, result_dir: str, env: dict[str, str], limits
         if server is None or not server.alive():
             server = _servers[limits.threads] = ForkServer(limits.threads)
         try:
-            return server.run(script, cwd, result_dir, env, limits, cuda_possible, driver_pid)
+            return server.run(script, cwd, result_dir, env, limits, cuda_possible, driver_gone)
         except ServerDied as e:
             reason = str(e)
             del _servers[limits.threads]

@@ -27,6 +27,7 @@ from typing import Iterable, Iterator
 
 from joblib.externals.loky import get_reusable_executor
 
+from evocode.evaluation.process import parent_watch
 from evocode.evaluation.runner import EvalResult, Limits, evaluate
 from evocode.spec import EvalSpec
 
@@ -122,4 +123,4 @@ def _alone(job: Job, limits: Limits, driver: int, env: dict[str, str], cold: boo
 
 
 def _job(job: Job, limits: Limits, driver: int, env: dict[str, str], cold: bool) -> EvalResult:
-    return evaluate(job.code, job.spec, job.seed, limits, driver_pid=driver, env=env, warm=not cold)
+    return evaluate(job.code, job.spec, job.seed, limits, driver_gone=parent_watch(driver), env=env, warm=not cold)

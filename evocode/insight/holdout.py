@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from evocode.data import corpus_of
-from evocode.executors.local import Job, evaluate_many
+from evocode.executors import open_executor
+from evocode.executors.local import Job
 from evocode.outputs import best_of, seed_of
 from evocode.search.noise import fitness
 from evocode.settings import RunSettings
@@ -57,7 +58,8 @@ def hidden_test(run_dir: Path, settings: RunSettings) -> HiddenTest | None:
             return HiddenTest(**stored)
         spec = replace(settings.spec, split="hidden")
         jobs = [Job(e.candidate.id, e.candidate.code, settings.config.seed, spec) for e in {best.candidate.id: best, seed.candidate.id: seed}.values()]
-        scores = {key: r.val_bpb for key, r in evaluate_many(jobs, settings.limits, settings.config.slots)}
+        with open_executor(settings.config) as evaluate_many:
+            scores = {key: r.val_bpb for key, r in evaluate_many(jobs, settings.limits)}
         result = HiddenTest(best.candidate.id, scores[best.candidate.id], scores[seed.candidate.id],
                             fitness(seed).mean - fitness(best).mean)
         store.put(_KEY, asdict(result))
