@@ -1,30 +1,33 @@
-"""The fixed part of every candidate: data, token accounting and the score.
+"""The fixed part of every candidate: data, token accounting and the hand-over of the model.
 
 A training script imports this module and uses only what it offers: the
 run's `budget`, `seed`, `device`, `vocab_size` and `context_length`,
-`batches()` for training data, and `finish(model)` for the score. Edits
+`batches()` for training data, and `finish(model)` to be scored. Edits
 never touch this file, so nothing a variant changes can change what is
-measured: `finish` scores the trained model with its own cross-entropy on
-held-out windows that do not depend on the script, and refuses to score a
-model that peeks at future tokens or a script that drew more tokens than
-allowed.
+measured.
 
-What runs in the candidate's process can, in principle, reach into this one;
-the checks here close the holes an edited script stumbles into (a flipped
-`is_causal`, a duplicated training loop, reading the data files directly).
-Scoring an exported model in a process that runs no candidate code is the
-planned next step.
+The score is not computed here. `finish` exports the trained model with
+`torch.export` (a graph of aten operators and its weights, no code) and the
+runner's scorer (evocode.evaluation.scorer), a process that runs no
+candidate code and holds the validation windows this process never gets,
+checks it for future-token leaks and cross-row mixing and computes
+`val_bpb`. Whatever a script does to this process (replacing torch's
+functions, editing this module) changes the graph it hands over at most.
+A model `torch.export` cannot capture ends with the status `export`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import mmap
 import os
 import random
 import resource
+import subprocess
 import sys
+import tempfile
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
@@ -32,24 +35,12 @@ import numpy as np
 import torch
 
 from evocode.data import VOCAB_SIZE, corpus_of
-from evocode.spec import RESULT_VAR, SEED_VAR, THREADS_VAR, TRAIN_FD_VAR, VAL_FD_VAR, EvalSpec
-
-from evocode.evaluation.pristine import allclose as _allclose
-from evocode.evaluation.pristine import gather as _gather
-from evocode.evaluation.pristine import isfinite as _isfinite
-from evocode.evaluation.pristine import log_softmax as _log_softmax
-from evocode.evaluation.pristine import perf_counter as _perf_counter
-
-EVAL_BATCH = 32
-_CAUSALITY_TOLERANCE = 1e-4
+from evocode.evaluation.scorer import EXPORT_NAME, export_shape, first_line, read_record
+from evocode.spec import RESULT_VAR, SEED_VAR, THREADS_VAR, TRAIN_FD_VAR, EvalSpec
 
 
 class BudgetExhausted(RuntimeError):
     """The script asked for training tokens after its budget was spent."""
-
-
-class IntegrityError(RuntimeError):
-    """The model or the script broke a rule of the measurement."""
 
 
 def _pick_device(name: str) -> torch.device:
@@ -84,7 +75,6 @@ def _split(fd_var: str, path: Path) -> np.ndarray:
 
 _corpus = corpus_of(_spec.corpus_dir)
 _train = _split(TRAIN_FD_VAR, _corpus.train_path)
-_val = _split(VAL_FD_VAR, _corpus.val_path if _spec.split == "validation" else _corpus.hidden_path)
 
 
 class _Ledger:
@@ -148,60 +138,12 @@ def batches(batch_size: int, seq_len: int | None = None) -> Iterator[tuple[torch
 def _serve(batch_size: int, seq_len: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     while rows := _ledger.take(batch_size, seq_len):
         if _ledger.started is None:
-            _ledger.started = _perf_counter()
+            _ledger.started = time.perf_counter()
         starts = _ledger.rng.integers(0, len(_train) - seq_len - 1, size=rows)
         window = np.stack([_train[s : s + seq_len + 1] for s in starts]).astype(np.int64)
         _ledger.served += rows * seq_len
         tokens = torch.from_numpy(window).to(device)
         yield tokens[:, :-1], tokens[:, 1:]
-
-
-def _val_windows() -> torch.Tensor:
-    """The same evenly spaced validation windows for every candidate and every seed."""
-    count = max(1, _spec.eval_tokens // context_length)
-    starts = np.linspace(0, len(_val) - context_length - 1, count).astype(np.int64)
-    return torch.from_numpy(np.stack([_val[s : s + context_length + 1] for s in starts]).astype(np.int64))
-
-
-def _logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    out = model(x.to(device))
-    if isinstance(out, (tuple, list)) and out:
-        out = out[0]
-    if not isinstance(out, torch.Tensor):
-        raise IntegrityError(f"model(x) must return logits as a tensor, got {type(out).__name__}")
-    if tuple(out.shape) != (x.shape[0], x.shape[1], vocab_size):
-        raise IntegrityError(
-            f"model(x) must return logits of shape {(x.shape[0], x.shape[1], vocab_size)}, got {tuple(out.shape)}"
-        )
-    return out.float()
-
-
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    scale = max(1.0, float(a.abs().max()))
-    return bool(_allclose(a, b, rtol=_CAUSALITY_TOLERANCE, atol=_CAUSALITY_TOLERANCE * scale))
-
-
-def check_causality(model: torch.nn.Module, x: torch.Tensor) -> list[str]:
-    """Logits at a position may depend only on tokens at or before it, and only on its own row.
-
-    x holds two windows; for each cut point the tokens from the cut on are
-    replaced by different ones, and the logits before the cut must not move.
-    """
-    found = []
-    base = _logits(model, x)
-    if not bool(_isfinite(base).all()):
-        return found  # a diverged model cannot be judged; its validation loss reports it as nan
-    length = x.shape[1]
-    for cut in sorted({1, length // 2, length - 1}):
-        changed = x.clone()
-        changed[:, cut:] = (changed[:, cut:] + 1 + torch.arange(length - cut) % 255) % vocab_size
-        if not _same(base[:, :cut], _logits(model, changed)[:, :cut]):
-            found.append(f"logits before position {cut} change when later tokens change (the model sees the future)")
-            break
-    alone = torch.cat([_logits(model, x[i : i + 1]) for i in range(x.shape[0])])
-    if not _same(base, alone):
-        found.append("logits of one sequence depend on other sequences in the batch")
-    return found
 
 
 def _peak_memory_mb() -> float:
@@ -214,7 +156,7 @@ def _base_record(ledger: _Ledger) -> dict:
     return {
         "tokens": ledger.served,
         "budget": ledger.budget,
-        "train_seconds": 0.0 if ledger.started is None else _perf_counter() - ledger.started,
+        "train_seconds": 0.0 if ledger.started is None else time.perf_counter() - ledger.started,
         "peak_memory_mb": _peak_memory_mb(),
         "seed": seed,
         "device": str(device),
@@ -233,42 +175,49 @@ def _write_result(record: dict) -> None:
             json.dump(record, f)
 
 
-def _validation_bpb(model: torch.nn.Module) -> float:
-    windows = _val_windows()
-    nats, count = 0.0, 0
-    for i in range(0, len(windows), EVAL_BATCH):
-        chunk = windows[i : i + EVAL_BATCH].to(device)
-        logp = _log_softmax(_logits(model, chunk[:, :-1]), dim=-1)
-        nats -= float(_gather(logp, -1, chunk[:, 1:, None]).sum())
-        count += chunk[:, 1:].numel()
-    return nats / count / math.log(2)
-
-
 def finish(model: torch.nn.Module) -> dict:
-    """Score the trained model on held-out bytes, check it, report it; call once, after training."""
+    """Hand the trained model over to be scored: exported as a graph with its weights; call once, after training.
+
+    Under the runner the export goes where only the runner looks and the
+    runner's scorer scores it; run by hand, the scorer runs here as a
+    separate process and its score is printed.
+    """
     if _ledger.finished:
         raise RuntimeError("harness.finish() may be called only once")
     _ledger.finished = True
     record = _base_record(_ledger)
     record["num_params"] = sum(p.numel() for p in model.parameters())
-    eval_started = _perf_counter()
-    model.eval()
-    with torch.no_grad():
+    record["violations"] = list(_ledger.violations)
+    with tempfile.TemporaryDirectory(prefix="evocode-export-") as scratch:
+        path = Path(_result_path).with_name(EXPORT_NAME) if _result_path else Path(scratch) / EXPORT_NAME
         try:
-            violations = _ledger.violations + check_causality(model, _val_windows()[:2, :-1])
-            val_bpb = None if violations else _validation_bpb(model)
-        except IntegrityError as e:
-            violations, val_bpb = [str(e)], None
-    if violations:
-        record.update(status="integrity", val_bpb=None, violations=violations)
-    elif not math.isfinite(val_bpb):
-        record.update(status="nan", val_bpb=None, violations=[])
-    else:
-        record.update(status="ok", val_bpb=val_bpb, violations=[])
-    record["eval_seconds"] = _perf_counter() - eval_started
-    _write_result(record)
+            _export(model, path)
+            record.update(status="exported", reason="")
+        except Exception as e:
+            record.update(status="export", reason=f"the model cannot be exported with torch.export: {type(e).__name__}: {first_line(e)}")
+        if _result_path:
+            _write_result(record)
+            return record
+        if record["status"] == "exported":
+            record.update(_score_by_hand(path))
     _print_summary(record)
     return record
+
+
+def _export(model: torch.nn.Module, path: Path) -> None:
+    """The model as an ExportedProgram on the fixed scoring shape, saved to path."""
+    rows, length = export_shape(_spec)
+    example = torch.randint(0, vocab_size, (rows, length), generator=torch.Generator().manual_seed(0)).to(device)
+    model.eval()
+    torch.export.save(torch.export.export(model, (example,), strict=False), str(path))
+
+
+def _score_by_hand(path: Path) -> dict:
+    """The scorer's record for an export, from `python -m evocode.evaluation.scorer` (never this process)."""
+    env = {**os.environ, **replace(_spec, corpus_dir=str(_corpus.directory)).to_env()}
+    done = subprocess.run([sys.executable, "-m", "evocode.evaluation.scorer", str(path)],
+                          env=env, stdout=subprocess.PIPE, text=True)
+    return read_record(done.stdout) or {"status": "crash", "reason": f"the scorer exited with status {done.returncode}"}
 
 
 def _print_summary(record: dict) -> None:

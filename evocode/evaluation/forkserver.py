@@ -11,6 +11,9 @@ pristine state and nothing one candidate does can reach the next.
 Protocol, one JSON object per line: the worker writes a request on the
 server's stdin; the server answers `{"pid": ...}` once the child runs and
 `{"returncode": ..., "timed_out": ..., "log_tail": ...}` when it is over.
+A request names either a candidate `script` to run (sandboxed) or an
+exported `model` to score: the scorer is a fork of this same pristine
+process, so it never runs candidate code and starts with torch.export loaded.
 The server is single-threaded (a fork from a threaded process could inherit
 a held lock), dies with the worker that started it (PR_SET_PDEATHSIG) and is
 a child subreaper: a candidate's descendant that left its process group
@@ -38,11 +41,14 @@ import torch.nn  # noqa: F401
 import torch.nn.functional  # noqa: F401
 import torch.optim  # noqa: F401
 
-import evocode.evaluation.pristine  # noqa: F401  (the harness's measuring functions, captured untouched)
+import torch._export.serde.serialize  # noqa: F401  (what the scorer loads an export with)
+import torch.export  # noqa: F401
+
 from evocode.data import corpus_of
+from evocode.evaluation import scorer
 from evocode.evaluation.process import Limits, child_limits, kill_group, open_splits
 from evocode.evaluation.sandbox import Confinement, candidate_confinement
-from evocode.spec import CORPUS_DIR_VAR, SPLIT_VAR
+from evocode.spec import CORPUS_DIR_VAR, THREADS_VAR
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -62,15 +68,15 @@ def main() -> None:
 
 
 def serve(request: dict, worker: int, replies) -> dict:
-    """Fork the candidate, report its pid, supervise it to the end, and leave nothing of it behind."""
+    """Fork the candidate (or the scorer), report its pid, supervise it to the end, and leave nothing of it behind."""
     limits = Limits(**request["limits"])
-    confinement = _confinement(request) if limits.sandbox else None
+    confinement = _confinement(request) if limits.sandbox and "script" in request else None
     apply_limits = child_limits(limits, request["cuda_possible"], confinement)
     read_end, write_end = os.pipe()
     server = os.getpid()
     pid = os.fork()
     if pid == 0:
-        _become_candidate(request, apply_limits, server, write_end)  # never returns
+        _become_child(request, apply_limits, server, write_end)  # never returns
     os.close(write_end)
     _reply(replies, {"pid": pid})
     try:
@@ -89,8 +95,8 @@ def _confinement(request: dict) -> Confinement:
     return candidate_confinement(request["cwd"], request["result_dir"], corpus, request["cuda_possible"])
 
 
-def _become_candidate(request: dict, apply_limits, server: int, write_end: int) -> None:
-    """In the child: isolate, then run the candidate as `__main__`, as `python candidate.py` would."""
+def _become_child(request: dict, apply_limits, server: int, write_end: int) -> None:
+    """In the child: isolate, then run the candidate as `__main__`, as `python candidate.py` would, or score a model."""
     code = 1
     try:
         os.setsid()
@@ -102,14 +108,25 @@ def _become_candidate(request: dict, apply_limits, server: int, write_end: int) 
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        splits = open_splits(corpus_of(request["env"].get(CORPUS_DIR_VAR)), request["env"].get(SPLIT_VAR, "validation"))
-        os.environ.update({var: str(fd) for var, fd in splits.items()})
+        if "script" in request:
+            os.environ.update({var: str(fd) for var, fd in open_splits(corpus_of(request["env"].get(CORPUS_DIR_VAR))).items()})
         apply_limits()  # the sandbox last of all: from here on only what its rules allow
         if os.getppid() != server:  # the server died before PDEATHSIG was armed
             os._exit(1)
-        code = _run_main(request["script"])
+        code = _run_main(request["script"]) if "script" in request else _run_scorer(request["model"])
     finally:
         os._exit(code)
+
+
+def _run_scorer(model: str) -> int:
+    """Score the export; the record is the last line of the output."""
+    import io
+
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True)
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True, errors="backslashreplace")
+    torch.set_num_threads(int(os.environ.get(THREADS_VAR, "1")))
+    scorer.print_record(scorer.score(model, scorer.EvalSpec.from_env()))
+    return 0
 
 
 def _run_main(script: str) -> int:

@@ -19,9 +19,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from evocode.data import Corpus, CorpusError
+from evocode.data import Corpus
 from evocode.evaluation.sandbox import Confinement, SandboxError
-from evocode.spec import TRAIN_FD_VAR, VAL_FD_VAR
+from evocode.spec import TRAIN_FD_VAR
 
 _PR_SET_PDEATHSIG = 1
 _SANDBOX_FAILED = 126
@@ -139,12 +139,12 @@ def child_limits(limits: Limits, cuda_possible: bool, confinement: Confinement |
     return apply
 
 
-def open_splits(corpus: Corpus, split: str = "validation") -> dict[str, int]:
-    """The training split and the one scored on, opened read-only, by the variable that tells the harness each descriptor."""
-    scored = corpus.val_path if split == "validation" else corpus.hidden_path
-    if scored is None:
-        raise CorpusError(f"{corpus.source} has no hidden test split to score on")
-    return {TRAIN_FD_VAR: os.open(corpus.train_path, os.O_RDONLY), VAL_FD_VAR: os.open(scored, os.O_RDONLY)}
+def open_splits(corpus: Corpus) -> dict[str, int]:
+    """The training split opened read-only, by the variable that tells the harness its descriptor.
+
+    Only the training split: the one scored on stays with the scorer.
+    """
+    return {TRAIN_FD_VAR: os.open(corpus.train_path, os.O_RDONLY)}
 
 
 def kill_group(pgid: int) -> None:

@@ -7,9 +7,11 @@ limits and a wall-clock timeout; a crash, hang, fork or memory blow-up ends
 as a status in the record, never as an exception in the driver. Warm (the
 default), the process is a fresh fork of this worker's fork server, which
 has imported torch already; cold, it is a new `python candidate.py`. Both
-give the same scores. The score comes from the harness inside the candidate
-(`harness.finish`), which writes its record to a file only the runner reads;
-the runner cross-checks it.
+give the same scores. The candidate's harness (`harness.finish`) exports
+the trained model and writes a record next to it, in a directory only the
+runner reads; the score comes from a scorer process that loads the export
+and runs no candidate code (evocode.evaluation.scorer), forked from the same
+fork server warm, started as `python -m evocode.evaluation.scorer` cold.
 """
 
 from __future__ import annotations
@@ -26,13 +28,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import evocode
-from evocode.data import corpus_of
+from evocode.data import CorpusError, corpus_of
 from evocode.evaluation.process import Limits, ProcessRun, cuda_possible, open_splits, run_isolated
-from evocode.evaluation.workers import WorkerLost, run_warm
+from evocode.evaluation.scorer import EXPORT_NAME, read_record
+from evocode.evaluation.workers import WorkerLost, run_warm, score_warm
 from evocode.evaluation.sandbox import candidate_confinement
 from evocode.spec import RESULT_VAR, SEED_VAR, THREADS_VAR, EvalSpec
 
-_HARNESS_STATUSES = ("ok", "nan", "integrity")
+# What the candidate's harness may report: its model exported, not exportable, or its own rules broken.
+_HARNESS_STATUSES = ("exported", "export", "integrity")
 _OOM_SIGNS = re.compile(r"MemoryError|can't allocate memory|Cannot allocate memory|out of memory|OutOfMemoryError")
 
 
@@ -78,6 +82,8 @@ def evaluate(
     """
     started = time.perf_counter()
     corpus = corpus_of(spec.corpus_dir)
+    if spec.split == "hidden" and corpus.hidden_path is None:
+        raise CorpusError(f"{corpus.source} has no hidden test split to score on")
     common = {"budget": spec.budget, "seed": seed, "corpus": corpus.fingerprint}
     try:
         compile(source, "candidate.py", "exec")
@@ -97,17 +103,22 @@ def evaluate(
                 run = run_warm(str(script), workdir, outdir, child_env, limits, cuda, driver_pid)
             else:
                 confinement = candidate_confinement(workdir, outdir, corpus, cuda) if limits.sandbox else None
-                fds = open_splits(corpus, spec.split)
+                fds = open_splits(corpus)
                 try:
                     run = run_isolated([sys.executable, str(script)], workdir, child_env, limits, driver_pid, confinement, fds)
                 finally:
                     for fd in fds.values():
                         os.close(fd)
+            record = _read_record(result_path)
+            status, reason = classify(run, record, corpus.fingerprint, spec.budget, limits)
+            scored = None
+            if status == "exported":
+                scoring = _score(str(Path(outdir) / EXPORT_NAME), outdir, child_env, limits, cuda, driver_pid, warm)
+                scored = read_record(scoring.log_tail)
+                status, reason = judge_score(scoring, scored, limits)
         except WorkerLost as lost:
             return EvalResult(status="crash", reason=str(lost), wall_seconds=time.perf_counter() - started, **common)
-        record = _read_record(result_path)
-    status, reason = classify(run, record, corpus.fingerprint, spec.budget, limits)
-    measured = _measurements(record) if record else {}
+    measured = {**(_measurements(record) if record else {}), **(_scored(scored) if scored else {})}
     return EvalResult(
         status=status,
         reason=reason,
@@ -116,6 +127,30 @@ def evaluate(
         log_tail=run.log_tail,
         **{**common, **measured, "val_bpb": measured.get("val_bpb") if status == "ok" else None},
     )
+
+
+def _score(model: str, outdir: str, env: dict[str, str], limits: Limits, cuda: bool, driver_pid: int | None,
+           warm: bool) -> ProcessRun:
+    """Score the export in a process that never runs candidate code; its record is the last line of its log."""
+    if warm:
+        return score_warm(model, outdir, env, limits, cuda, driver_pid)
+    return run_isolated([sys.executable, "-m", "evocode.evaluation.scorer", model], outdir, env, limits, driver_pid)
+
+
+def judge_score(run: ProcessRun, scored: dict | None, limits: Limits) -> tuple[str, str]:
+    """The status and reason from the scorer's record, or from how the scorer ended when it left none."""
+    if scored is None:
+        status, reason = classify(run, None, "", 0, limits)
+        return status, f"while scoring: {reason}"
+    status = scored.get("status")
+    if status == "integrity":
+        return status, "; ".join(scored.get("violations") or ["integrity check failed"])
+    if status == "export":
+        return status, scored.get("reason") or "the exported model could not be scored"
+    val_bpb = scored.get("val_bpb")
+    if status != "ok" or not isinstance(val_bpb, (int, float)) or not math.isfinite(val_bpb):
+        return "nan", "the validation loss is not finite (training diverged)"
+    return "ok", ""
 
 
 def candidate_env(spec: EvalSpec, seed: int, result_path: Path, limits: Limits, workdir: str) -> dict[str, str]:
@@ -172,18 +207,24 @@ def _judge_record(record: dict, fingerprint: str, budget: int) -> tuple[str, str
         return "integrity", "the result record does not match the corpus or budget this run gave the candidate"
     if not isinstance(record.get("tokens"), int) or record["tokens"] > budget:
         return "integrity", f"trained on {record.get('tokens')} tokens, more than the budget of {budget}"
-    if status == "integrity":
-        return status, "; ".join(record.get("violations") or ["integrity check failed"])
-    val_bpb = record.get("val_bpb")
-    if status == "nan" or not isinstance(val_bpb, (int, float)) or not math.isfinite(val_bpb):
-        return "nan", "the validation loss is not finite (training diverged)"
-    return "ok", ""
+    if status == "integrity" or record.get("violations"):
+        return "integrity", "; ".join(record.get("violations") or ["integrity check failed"])
+    if status == "export":
+        return status, record.get("reason") or "the model cannot be exported with torch.export"
+    return "exported", ""
 
 
 def _measurements(record: dict) -> dict:
-    keys = ("val_bpb", "tokens", "train_seconds", "eval_seconds", "peak_memory_mb", "num_params", "device")
+    """What the candidate says of its own training: shown, never used to select (the score is the scorer's)."""
+    keys = ("tokens", "train_seconds", "peak_memory_mb", "num_params", "device")
     found = {k: record[k] for k in keys if k in record}
     found["violations"] = tuple(record.get("violations") or ())
+    return found
+
+
+def _scored(scored: dict) -> dict:
+    found = {k: scored[k] for k in ("val_bpb", "eval_seconds") if k in scored}
+    found["violations"] = tuple(scored.get("violations") or ())
     return found
 
 

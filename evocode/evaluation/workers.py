@@ -56,10 +56,9 @@ class ForkServer:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def run(self, script: str, cwd: str, result_dir: str, env: dict[str, str], limits: Limits, cuda_possible: bool,
-            driver_pid: int | None) -> ProcessRun:
-        request = {"script": script, "cwd": cwd, "result_dir": result_dir, "env": env, "limits": limits.__dict__,
-                   "cuda_possible": cuda_possible}
+    def run(self, request: dict, limits: Limits, driver_pid: int | None) -> ProcessRun:
+        """Run one request (a candidate `script` or a `model` to score) to its end."""
+        request = {**request, "limits": limits.__dict__}
         try:
             self.process.stdin.write(json.dumps(request).encode() + b"\n")
             self.process.stdin.flush()
@@ -136,13 +135,24 @@ _servers: dict[int, ForkServer] = {}
 def run_warm(script: str, cwd: str, result_dir: str, env: dict[str, str], limits: Limits, cuda_possible: bool,
              driver_pid: int | None = None) -> ProcessRun:
     """Run the script on this process's fork server; a server lost mid-run is replaced and tried once more."""
+    request = {"script": script, "cwd": cwd, "result_dir": result_dir, "env": env, "cuda_possible": cuda_possible}
+    return _on_server(request, limits, driver_pid)
+
+
+def score_warm(model: str, cwd: str, env: dict[str, str], limits: Limits, cuda_possible: bool,
+               driver_pid: int | None = None) -> ProcessRun:
+    """Score an exported model in a fork of this process's fork server (see evocode.evaluation.scorer)."""
+    return _on_server({"model": model, "cwd": cwd, "env": env, "cuda_possible": cuda_possible}, limits, driver_pid)
+
+
+def _on_server(request: dict, limits: Limits, driver_pid: int | None) -> ProcessRun:
     reason = ""
     for _ in range(2):
         server = _servers.get(limits.threads)
         if server is None or not server.alive():
             server = _servers[limits.threads] = ForkServer(limits.threads)
         try:
-            return server.run(script, cwd, result_dir, env, limits, cuda_possible, driver_pid)
+            return server.run(request, limits, driver_pid)
         except ServerDied as e:
             reason = str(e)
             del _servers[limits.threads]
