@@ -197,8 +197,7 @@ def finish(model: torch.nn.Module) -> dict:
             record.update(status="export", reason=f"the model cannot be exported with torch.export: {type(e).__name__}: {first_line(e)}")
         if _result_path:
             _write_result(record)
-            return record
-        if record["status"] == "exported":
+        elif record["status"] == "exported":
             record.update(_score_by_hand(path))
     _print_summary(record)
     return record
@@ -221,7 +220,8 @@ def _score_by_hand(path: Path) -> dict:
 
 
 def _print_summary(record: dict) -> None:
-    val_bpb = "nan" if record["val_bpb"] is None else f"{record['val_bpb']:.6f}"
+    # Under the runner the score is not known here: the runner's scorer computes it after this process.
+    val_bpb = "-" if record.get("val_bpb") is None else f"{record['val_bpb']:.6f}"
     lines = [
         "---",
         f"status:           {record['status']}",
@@ -232,5 +232,6 @@ def _print_summary(record: dict) -> None:
         f"num_params:       {record['num_params']}",
         f"device:           {record['device']}",
     ]
-    lines += [f"integrity:        {v}" for v in record["violations"]]
+    lines += [f"reason:           {record['reason']}"] * bool(record.get("reason"))
+    lines += [f"integrity:        {v}" for v in record.get("violations", ())]
     print("\n".join(lines), file=sys.stdout, flush=True)

@@ -200,11 +200,11 @@ def classify(run: ProcessRun, record: dict | None, fingerprint: str, budget: int
 
 
 def _judge_record(record: dict, fingerprint: str, budget: int) -> tuple[str, str]:
+    if record.get("corpus") != fingerprint or record.get("budget") != budget:
+        return "integrity", "the result record does not match the corpus or budget this run gave the candidate"
     status = record.get("status")
     if status not in _HARNESS_STATUSES:
         return "crash", f"the harness record has no valid status ({status!r})"
-    if record.get("corpus") != fingerprint or record.get("budget") != budget:
-        return "integrity", "the result record does not match the corpus or budget this run gave the candidate"
     if not isinstance(record.get("tokens"), int) or record["tokens"] > budget:
         return "integrity", f"trained on {record.get('tokens')} tokens, more than the budget of {budget}"
     if status == "integrity" or record.get("violations"):

@@ -57,7 +57,11 @@ _FORBIDDEN_KEYS = {"as_expr", "as_sym_int", "as_sym_ints", "as_sym_bool", "as_sy
 
 
 class ScoreError(RuntimeError):
-    """The model cannot be scored: its archive is refused or its graph does not run on the scoring input."""
+    """The model cannot be scored: its archive is refused or cannot be loaded."""
+
+
+class IntegrityError(RuntimeError):
+    """The model breaks a rule of the measurement: its output is not the logits asked for."""
 
 
 def window_count(spec: EvalSpec) -> int:
@@ -74,26 +78,32 @@ def export_shape(spec: EvalSpec) -> tuple[int, int]:
 
 def score(model_path: str | os.PathLike, spec: EvalSpec) -> dict:
     """The record of one exported model: status (ok, nan, integrity or export), val_bpb, violations, reason."""
-    import torch
-
     started = time.perf_counter()
     try:
-        program = load_program(model_path)
-        device = _device_of(program)
-        model = program.module()
-        windows = validation_windows(spec)
-        with torch.no_grad():
-            violations = check_integrity(model, _batch(windows, 0, export_shape(spec)[0])[:, :-1].to(device))
-            val_bpb = None if violations else validation_bpb(model, windows, export_shape(spec)[0], device)
+        record = _judged(load_program(model_path), spec)
     except ScoreError as e:
-        return {"status": "export", "reason": str(e), "val_bpb": None, "violations": [], "eval_seconds": time.perf_counter() - started}
+        record = {"status": "export", "reason": str(e), "val_bpb": None, "violations": []}
+    return {**record, "eval_seconds": time.perf_counter() - started}
+
+
+def _judged(program, spec: EvalSpec) -> dict:
+    import torch
+
+    rows = export_shape(spec)[0]
+    device = _device_of(program)
+    model = program.module()
+    windows = validation_windows(spec)
+    try:
+        with torch.no_grad():
+            violations = check_integrity(model, _batch(windows, 0, rows)[:, :-1].to(device))
+            val_bpb = None if violations else validation_bpb(model, windows, rows, device)
+    except IntegrityError as e:
+        violations, val_bpb = [str(e)], None
     if violations:
-        status = "integrity"
-    elif not math.isfinite(val_bpb):
-        status, val_bpb = "nan", None
-    else:
-        status = "ok"
-    return {"status": status, "reason": "", "val_bpb": val_bpb, "violations": violations, "eval_seconds": time.perf_counter() - started}
+        return {"status": "integrity", "reason": "", "val_bpb": None, "violations": violations}
+    if not math.isfinite(val_bpb):
+        return {"status": "nan", "reason": "", "val_bpb": None, "violations": []}
+    return {"status": "ok", "reason": "", "val_bpb": val_bpb, "violations": []}
 
 
 def load_program(model_path: str | os.PathLike):
@@ -221,14 +231,17 @@ def _batch(windows, start: int, rows: int):
 def logits(model, x):
     import torch
 
-    out = model(x)
+    try:
+        out = model(x)
+    except Exception as e:
+        raise ScoreError(f"the exported model does not run on the scoring input {tuple(x.shape)}: {type(e).__name__}: {first_line(e)}") from None
     if isinstance(out, (tuple, list)) and out:
         out = out[0]
     if not isinstance(out, torch.Tensor):
-        raise ScoreError(f"model(x) must return logits as a tensor, got {type(out).__name__}")
+        raise IntegrityError(f"model(x) must return logits as a tensor, got {type(out).__name__}")
     expected = (x.shape[0], x.shape[1], VOCAB_SIZE)
     if tuple(out.shape) != expected:
-        raise ScoreError(f"model(x) must return logits of shape {expected}, got {tuple(out.shape)}")
+        raise IntegrityError(f"model(x) must return logits of shape {expected}, got {tuple(out.shape)}")
     return out.float()
 
 
