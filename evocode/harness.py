@@ -19,7 +19,6 @@ A model `torch.export` cannot capture ends with the status `export`.
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import random
 import resource
@@ -36,7 +35,8 @@ import torch
 
 from evocode.data import VOCAB_SIZE, corpus_of
 from evocode.evaluation.scorer import EXPORT_NAME, export_shape, first_line, read_record
-from evocode.spec import RESULT_VAR, SEED_VAR, THREADS_VAR, TRAIN_FD_VAR, EvalSpec
+from evocode.evaluation.feeder import REFUSED, FeedClient, Ledger
+from evocode.spec import FEED_REPLIES_VAR, FEED_REQUESTS_VAR, RESULT_VAR, SEED_VAR, THREADS_VAR, EvalSpec
 
 
 class BudgetExhausted(RuntimeError):
@@ -63,49 +63,27 @@ random.seed(seed)
 np.random.seed(seed)
 torch.manual_seed(seed)
 
-def _split(fd_var: str, path: Path) -> np.ndarray:
-    """A split mapped read-only: from the descriptor the runner opened (the sandbox denies its path), else by path."""
-    fd = os.environ.pop(fd_var, None)
-    if fd is None:
-        return np.memmap(path, dtype=np.uint8, mode="r")
-    mapped = mmap.mmap(int(fd), 0, prot=mmap.PROT_READ)
-    os.close(int(fd))
-    return np.frombuffer(mapped, dtype=np.uint8)
-
-
 _corpus = corpus_of(_spec.corpus_dir)
-_train = _split(TRAIN_FD_VAR, _corpus.train_path)
 
 
-class _Ledger:
-    """Counts every training token served; the budget closes once it runs out."""
-
-    def __init__(self, budget: int, seed: int) -> None:
-        self.budget = budget
-        self.served = 0
-        self.closed = False
-        self.violations: list[str] = []
-        self.rng = np.random.default_rng([seed, 0x7EA1])
-        self.started: float | None = None
-        self.finished = False
-
-    def take(self, rows: int, seq_len: int) -> int:
-        """How many rows of the next batch fit; 0 closes the budget."""
-        if self.closed:
-            self.violations.append(
-                f"asked for training tokens after the budget of {self.budget} was spent"
-            )
-            _write_result(_integrity_record(self))
-            raise BudgetExhausted(
-                f"the token budget of {self.budget} is spent; train with one pass of harness.batches()"
-            )
-        rows = min(rows, (self.budget - self.served) // seq_len)
-        if rows == 0:
-            self.closed = True
-        return rows
+def _batch_source() -> FeedClient | Ledger:
+    """The runner's feeder, over the pipes it gave this process; run by hand, a ledger of this process's own."""
+    requests, replies = os.environ.pop(FEED_REQUESTS_VAR, None), os.environ.pop(FEED_REPLIES_VAR, None)
+    if requests is None or replies is None:
+        return Ledger(np.memmap(_corpus.train_path, dtype=np.uint8, mode="r"), budget, seed, context_length)
+    return FeedClient(int(requests), int(replies))
 
 
-_ledger = _Ledger(budget, seed)
+class _Run:
+    """What this process knows of its own run: shown in its summary, never what the runner counts."""
+
+    tokens = 0
+    started: float | None = None
+    finished = False
+    violations: list[str] = []
+
+
+_source = _batch_source()
 _data_dir = os.path.realpath(_corpus.directory) + os.sep
 
 
@@ -114,10 +92,10 @@ def _guard_data_files(event: str, args: tuple) -> None:
     if event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
         path = os.path.abspath(os.fsdecode(args[0]))
         if path.startswith(_data_dir) or os.path.realpath(path).startswith(_data_dir):
-            _ledger.violations.append(f"opened the harness's data file {path} directly")
+            _Run.violations.append(f"opened the harness's data file {path} directly")
 
 
-# The memmaps above are open already; from here on, any open of the corpus is the script's.
+# The training split (by hand) is open already; from here on, any open of the corpus is the script's.
 sys.addaudithook(_guard_data_files)
 
 
@@ -136,12 +114,16 @@ def batches(batch_size: int, seq_len: int | None = None) -> Iterator[tuple[torch
 
 
 def _serve(batch_size: int, seq_len: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    while rows := _ledger.take(batch_size, seq_len):
-        if _ledger.started is None:
-            _ledger.started = time.perf_counter()
-        starts = _ledger.rng.integers(0, len(_train) - seq_len - 1, size=rows)
-        window = np.stack([_train[s : s + seq_len + 1] for s in starts]).astype(np.int64)
-        _ledger.served += rows * seq_len
+    while True:
+        rows, windows = _source.draw(batch_size, seq_len)
+        if rows == REFUSED:
+            raise BudgetExhausted(f"the token budget of {budget} is spent; train with one pass of harness.batches()")
+        if rows == 0:
+            return
+        if _Run.started is None:
+            _Run.started = time.perf_counter()
+        _Run.tokens += rows * seq_len
+        window = np.frombuffer(windows, dtype=np.uint8).reshape(rows, seq_len + 1).astype(np.int64)
         tokens = torch.from_numpy(window).to(device)
         yield tokens[:, :-1], tokens[:, 1:]
 
@@ -152,27 +134,20 @@ def _peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _base_record(ledger: _Ledger) -> dict:
+def _record() -> dict:
+    """This process's account of its run. The runner takes the token count from its feeder, not from here."""
     return {
-        "tokens": ledger.served,
-        "budget": ledger.budget,
-        "train_seconds": 0.0 if ledger.started is None else time.perf_counter() - ledger.started,
+        "tokens": _Run.tokens,
+        "budget": budget,
+        "train_seconds": 0.0 if _Run.started is None else time.perf_counter() - _Run.started,
         "peak_memory_mb": _peak_memory_mb(),
         "seed": seed,
         "device": str(device),
         "context_length": context_length,
         "corpus": _corpus.fingerprint,
+        # By hand the ledger is this process's own; under the runner the feeder reports what it saw.
+        "violations": _Run.violations + (_source.violations if isinstance(_source, Ledger) else []),
     }
-
-
-def _integrity_record(ledger: _Ledger) -> dict:
-    return {**_base_record(ledger), "status": "integrity", "val_bpb": None, "violations": list(ledger.violations)}
-
-
-def _write_result(record: dict) -> None:
-    if _result_path:
-        with open(_result_path, "w") as f:
-            json.dump(record, f)
 
 
 def finish(model: torch.nn.Module) -> dict:
@@ -182,12 +157,11 @@ def finish(model: torch.nn.Module) -> dict:
     runner's scorer scores it; run by hand, the scorer runs here as a
     separate process and its score is printed.
     """
-    if _ledger.finished:
+    if _Run.finished:
         raise RuntimeError("harness.finish() may be called only once")
-    _ledger.finished = True
-    record = _base_record(_ledger)
+    _Run.finished = True
+    record = _record()
     record["num_params"] = sum(p.numel() for p in model.parameters())
-    record["violations"] = list(_ledger.violations)
     with tempfile.TemporaryDirectory(prefix="evocode-export-") as scratch:
         path = Path(_result_path).with_name(EXPORT_NAME) if _result_path else Path(scratch) / EXPORT_NAME
         try:
@@ -196,7 +170,10 @@ def finish(model: torch.nn.Module) -> dict:
         except Exception as e:
             record.update(status="export", reason=f"the model cannot be exported with torch.export: {type(e).__name__}: {first_line(e)}")
         if _result_path:
-            _write_result(record)
+            with open(_result_path, "w") as f:
+                json.dump(record, f)
+        elif record["violations"]:
+            record["status"] = "integrity"
         elif record["status"] == "exported":
             record.update(_score_by_hand(path))
     _print_summary(record)

@@ -74,9 +74,10 @@ class EvalSpec:
 
 CORPUS_DIR_VAR = _PREFIX + "CORPUS_DIR"
 SPLIT_VAR = _PREFIX + "SPLIT"
-# The file descriptor of the training split, opened for the candidate before it is sandboxed: it reads
-# the data through it, never by a path it could also use to read it around the harness.
-TRAIN_FD_VAR = _PREFIX + "TRAIN_FD"
+# The candidate's ends of the pipes its training batches come through (evocode.evaluation.feeder):
+# it never holds the training split nor the count of what it drew.
+FEED_REQUESTS_VAR = _PREFIX + "FEED_REQUESTS"
+FEED_REPLIES_VAR = _PREFIX + "FEED_REPLIES"
 SEED_VAR = _PREFIX + "SEED"
 RESULT_VAR = _PREFIX + "RESULT"
 THREADS_VAR = _PREFIX + "THREADS"

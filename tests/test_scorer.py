@@ -43,7 +43,7 @@ def test_patching_torch_or_the_harness_before_finish_gains_nothing(patch, seed_s
 
 
 def test_a_model_torch_export_cannot_capture_ends_as_export_with_the_error(seed_source, tiny_spec, limits):
-    source = seed_source.replace("        B, T = idx.shape\n", "        B, T = idx.shape\n        idx = torch.tensor(idx.tolist())\n")
+    source = seed_source.replace("        B, T = idx.shape\n", "        B, T = idx.shape\n        idx = torch.from_numpy(idx.numpy())\n")
     result = evaluate(source, tiny_spec, 0, limits)
     assert result.status == "export"
     assert "cannot be exported with torch.export" in result.reason

@@ -46,7 +46,8 @@ import torch.export  # noqa: F401
 
 from evocode.data import corpus_of
 from evocode.evaluation import scorer
-from evocode.evaluation.process import Limits, child_limits, kill_group, open_splits
+from evocode.evaluation.feeder import Feeder, ledger_for, open_feed
+from evocode.evaluation.process import Limits, child_limits, kill_group
 from evocode.evaluation.sandbox import Confinement, candidate_confinement
 from evocode.spec import CORPUS_DIR_VAR, THREADS_VAR
 
@@ -72,21 +73,27 @@ def serve(request: dict, worker: int, replies) -> dict:
     limits = Limits(**request["limits"])
     confinement = _confinement(request) if limits.sandbox and "script" in request else None
     apply_limits = child_limits(limits, request["cuda_possible"], confinement)
+    # A candidate's training batches come from this process, which counts them (evocode.evaluation.feeder).
+    feeder, feed = open_feed(ledger_for(request["env"])) if "script" in request else (None, {})
     read_end, write_end = os.pipe()
     server = os.getpid()
     pid = os.fork()
     if pid == 0:
-        _become_child(request, apply_limits, server, write_end)  # never returns
-    os.close(write_end)
+        _become_child(request, apply_limits, server, write_end, feed)  # never returns
+    for fd in (write_end, *feed.values()):
+        os.close(fd)
     _reply(replies, {"pid": pid})
     try:
-        status, timed_out, tail = _supervise(pid, read_end, limits, worker)
+        status, timed_out, tail = _supervise(pid, read_end, limits, worker, feeder)
     finally:
         kill_group(pid)
         _reap_orphans()
         os.close(read_end)
+        if feeder is not None:
+            feeder.close()
     sandbox = confinement.state if confinement else "off"
-    return {"returncode": _returncode(status), "timed_out": timed_out, "log_tail": tail, "sandbox": sandbox}
+    return {"returncode": _returncode(status), "timed_out": timed_out, "log_tail": tail, "sandbox": sandbox,
+            "served": feeder.ledger.report() if feeder else None}
 
 
 def _confinement(request: dict) -> Confinement:
@@ -95,7 +102,7 @@ def _confinement(request: dict) -> Confinement:
     return candidate_confinement(request["cwd"], request["result_dir"], corpus, request["cuda_possible"])
 
 
-def _become_child(request: dict, apply_limits, server: int, write_end: int) -> None:
+def _become_child(request: dict, apply_limits, server: int, write_end: int, feed: dict[str, int]) -> None:
     """In the child: isolate, then run the candidate as `__main__`, as `python candidate.py` would, or score a model."""
     code = 1
     try:
@@ -104,12 +111,11 @@ def _become_child(request: dict, apply_limits, server: int, write_end: int) -> N
         os.dup2(devnull, 0)
         os.dup2(write_end, 1)
         os.dup2(write_end, 2)
-        os.closerange(3, _max_fd())  # the server's protocol pipes, among others, are not the candidate's
+        _close_fds_except(set(feed.values()))  # the server's protocol pipes, among others, are not the candidate's
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        if "script" in request:
-            os.environ.update({var: str(fd) for var, fd in open_splits(corpus_of(request["env"].get(CORPUS_DIR_VAR))).items()})
+        os.environ.update({var: str(fd) for var, fd in feed.items()})
         apply_limits()  # the sandbox last of all: from here on only what its rules allow
         if os.getppid() != server:  # the server died before PDEATHSIG was armed
             os._exit(1)
@@ -161,20 +167,27 @@ def _run_main(script: str) -> int:
                 pass
 
 
-def _supervise(pid: int, output: int, limits: Limits, worker: int) -> tuple[int, bool, str]:
-    """Drain output (keeping the tail) until the child exits, its time is up, or the worker is gone."""
+def _supervise(pid: int, output: int, limits: Limits, worker: int, feeder: Feeder | None) -> tuple[int, bool, str]:
+    """Drain output (keeping the tail) and serve batches until the child exits, its time is up, or the worker is gone."""
     deadline = time.monotonic() + limits.timeout_s
     tail = bytearray()
     open_output = True
     while True:
-        if open_output and select.select([output], [], [], _POLL_S)[0]:
+        watched = ([output] if open_output else []) + (feeder.readable() if feeder else [])
+        writing = feeder.writable() if feeder else []
+        if watched or writing:
+            readable, writable, _ = select.select(watched, writing, [], _POLL_S)
+        else:
+            readable, writable = [], []
+            time.sleep(_POLL_S)
+        if feeder is not None:
+            feeder.on_ready(readable, writable)
+        if output in readable:
             chunk = os.read(output, 65536)
             open_output = bool(chunk)
             tail += chunk
             if len(tail) > 2 * limits.log_tail_bytes:
                 del tail[: -limits.log_tail_bytes]
-        elif not open_output:
-            time.sleep(_POLL_S)
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             # Descendants may still hold the pipe open; what they write after the child's end is not its log.
@@ -238,6 +251,14 @@ def _returncode(status: int) -> int:
 
 def _text(tail: bytearray, limits: Limits) -> str:
     return bytes(tail[-limits.log_tail_bytes :]).decode("utf-8", errors="replace")
+
+
+def _close_fds_except(keep: set[int]) -> None:
+    """Close every descriptor from 3 up but those in keep."""
+    low = 3
+    for fd in sorted(keep) + [_max_fd()]:
+        os.closerange(low, fd)
+        low = fd + 1
 
 
 def _max_fd() -> int:

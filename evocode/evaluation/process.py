@@ -19,9 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from evocode.data import Corpus
 from evocode.evaluation.sandbox import Confinement, SandboxError
-from evocode.spec import TRAIN_FD_VAR
 
 _PR_SET_PDEATHSIG = 1
 _SANDBOX_FAILED = 126
@@ -55,6 +53,8 @@ class ProcessRun:
     timed_out: bool
     log_tail: str
     sandbox: str = "off"  # "landlock ABI N", "none: <why Landlock is missing>", or "off" when not asked for
+    # The feeder's report (evocode.evaluation.feeder.Ledger.report) for a candidate; None for the scorer.
+    served: dict | None = None
 
 
 def run_isolated(
@@ -137,14 +137,6 @@ def child_limits(limits: Limits, cuda_possible: bool, confinement: Confinement |
                 os._exit(_SANDBOX_FAILED)
 
     return apply
-
-
-def open_splits(corpus: Corpus) -> dict[str, int]:
-    """The training split opened read-only, by the variable that tells the harness its descriptor.
-
-    Only the training split: the one scored on stays with the scorer.
-    """
-    return {TRAIN_FD_VAR: os.open(corpus.train_path, os.O_RDONLY)}
 
 
 def kill_group(pgid: int) -> None:

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import evocode
 from evocode.data import CorpusError, corpus_of
-from evocode.evaluation.process import Limits, ProcessRun, cuda_possible, open_splits, run_isolated
+from evocode.evaluation.feeder import FeederThread, ledger_for, open_feed
+from evocode.evaluation.process import Limits, ProcessRun, cuda_possible, run_isolated
 from evocode.evaluation.scorer import EXPORT_NAME, read_record
 from evocode.evaluation.workers import WorkerLost, run_warm, score_warm
 from evocode.evaluation.sandbox import candidate_confinement
@@ -102,13 +103,7 @@ def evaluate(
             if warm:
                 run = run_warm(str(script), workdir, outdir, child_env, limits, cuda, driver_pid)
             else:
-                confinement = candidate_confinement(workdir, outdir, corpus, cuda) if limits.sandbox else None
-                fds = open_splits(corpus)
-                try:
-                    run = run_isolated([sys.executable, str(script)], workdir, child_env, limits, driver_pid, confinement, fds)
-                finally:
-                    for fd in fds.values():
-                        os.close(fd)
+                run = _run_cold(str(script), workdir, outdir, child_env, limits, cuda, driver_pid, corpus)
             record = _read_record(result_path)
             status, reason = classify(run, record, corpus.fingerprint, spec.budget, limits)
             scored = None
@@ -118,7 +113,8 @@ def evaluate(
                 status, reason = judge_score(scoring, scored, limits)
         except WorkerLost as lost:
             return EvalResult(status="crash", reason=str(lost), wall_seconds=time.perf_counter() - started, **common)
-    measured = {**(_measurements(record) if record else {}), **(_scored(scored) if scored else {})}
+    parts = (_measurements(record) if record else {}), _served(run), (_scored(scored) if scored else {})
+    measured = {**parts[0], **parts[1], **parts[2], "violations": tuple(v for part in parts for v in part.get("violations", ()))}
     return EvalResult(
         status=status,
         reason=reason,
@@ -127,6 +123,21 @@ def evaluate(
         log_tail=run.log_tail,
         **{**common, **measured, "val_bpb": measured.get("val_bpb") if status == "ok" else None},
     )
+
+
+def _run_cold(script: str, workdir: str, outdir: str, env: dict[str, str], limits: Limits, cuda: bool,
+              driver_pid: int | None, corpus) -> ProcessRun:
+    """`python candidate.py`, its batches served by a thread of this process (as the fork server serves them warm)."""
+    confinement = candidate_confinement(workdir, outdir, corpus, cuda) if limits.sandbox else None
+    feeder, feed = open_feed(ledger_for(env))
+    serving = FeederThread(feeder)
+    try:
+        run = run_isolated([sys.executable, script], workdir, env, limits, driver_pid, confinement, feed)
+    finally:
+        for fd in feed.values():
+            os.close(fd)
+        served = serving.stop()
+    return replace(run, served=served)
 
 
 def _score(model: str, outdir: str, env: dict[str, str], limits: Limits, cuda: bool, driver_pid: int | None,
@@ -183,7 +194,9 @@ def _read_record(path: Path) -> dict | None:
 
 
 def classify(run: ProcessRun, record: dict | None, fingerprint: str, budget: int, limits: Limits) -> tuple[str, str]:
-    """The status and a one-line reason, from what the process did and what the harness recorded."""
+    """The status and a one-line reason, from what the process did, what its feeder counted and what the harness recorded."""
+    if run.served and run.served["violations"]:
+        return "integrity", "; ".join(run.served["violations"])
     if record is not None:
         return _judge_record(record, fingerprint, budget)
     if run.timed_out:
@@ -205,8 +218,6 @@ def _judge_record(record: dict, fingerprint: str, budget: int) -> tuple[str, str
     status = record.get("status")
     if status not in _HARNESS_STATUSES:
         return "crash", f"the harness record has no valid status ({status!r})"
-    if not isinstance(record.get("tokens"), int) or record["tokens"] > budget:
-        return "integrity", f"trained on {record.get('tokens')} tokens, more than the budget of {budget}"
     if status == "integrity" or record.get("violations"):
         return "integrity", "; ".join(record.get("violations") or ["integrity check failed"])
     if status == "export":
@@ -216,10 +227,17 @@ def _judge_record(record: dict, fingerprint: str, budget: int) -> tuple[str, str
 
 def _measurements(record: dict) -> dict:
     """What the candidate says of its own training: shown, never used to select (the score is the scorer's)."""
-    keys = ("tokens", "train_seconds", "peak_memory_mb", "num_params", "device")
+    keys = ("train_seconds", "peak_memory_mb", "num_params", "device")
     found = {k: record[k] for k in keys if k in record}
     found["violations"] = tuple(record.get("violations") or ())
     return found
+
+
+def _served(run: ProcessRun) -> dict:
+    """The tokens the feeder served, counted outside the candidate, and the rules it saw broken."""
+    if run.served is None:
+        return {}
+    return {"tokens": run.served["tokens"], "violations": tuple(run.served["violations"])}
 
 
 def _scored(scored: dict) -> dict:

@@ -68,7 +68,7 @@ class ForkServer:
         # The server may still be importing torch: the candidate's clock starts at its pid.
         pid = self._reply(_SERVER_START_S, driver_pid, child=None)["pid"]
         done = self._reply(limits.timeout_s + 30.0, driver_pid, child=pid)
-        return ProcessRun(done["returncode"], done["timed_out"], done["log_tail"], done["sandbox"])
+        return ProcessRun(done["returncode"], done["timed_out"], done["log_tail"], done["sandbox"], done["served"])
 
     def _reply(self, within_s: float, driver_pid: int | None, child: int | None) -> dict:
         """The server's next message; watches the driver meanwhile, as the cold runner does."""
