@@ -44,7 +44,8 @@ def test_raising_the_budget_and_the_counters_inside_gets_no_more_tokens(seed_sou
 
 def test_asking_the_feeder_directly_for_a_batch_the_harness_would_refuse_is_caught(seed_source, tiny_spec, limits):
     attack = "    harness._source.draw(10**6, 10**6)\n"
-    result = evaluate(before_finish(seed_source, attack), tiny_spec, 0, limits)
+    start = "    model = GPT().to(harness.device)\n"
+    result = evaluate(seed_source.replace(start, attack + start), tiny_spec, 0, limits)
     assert result.status == "integrity" and "outside what batches() allows" in result.reason
     assert result.tokens == tiny_spec.budget
 

@@ -10,9 +10,13 @@ import json
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import SEED_SCRIPT
+from evocode.genome import apply_edits
+from evocode.mutation import load_mutators
+from evocode.program import Program
 from evocode.evaluation.runner import evaluate
 from evocode.evaluation.scorer import ScoreError, export_shape, load_program, score
 
@@ -114,3 +118,12 @@ def test_a_file_that_is_not_an_export_is_refused(tmp_path, tiny_spec):
     (tmp_path / "model.pt2").write_bytes(b"not a zip")
     record = score(tmp_path / "model.pt2", tiny_spec)
     assert record["status"] == "export" and "not a torch.export archive" in record["reason"]
+
+
+@pytest.mark.parametrize("name", sorted(m.name for m in load_mutators()))
+def test_every_builtins_variant_of_the_seed_exports_and_scores(name, seed_source, tiny_spec, limits):
+    """The scorer is not stricter for honest programs: the built-ins' edits export and score."""
+    mutator = next(m for m in load_mutators() if m.name == name)
+    edit = mutator.propose(Program(seed_source), np.random.default_rng(0))
+    result = evaluate(apply_edits(seed_source, [edit]), tiny_spec, 0, limits)
+    assert result.status in ("ok", "nan"), f"{edit.description}: {result.status} {result.reason}"

@@ -14,6 +14,9 @@ server's stdin; the server answers `{"pid": ...}` once the child runs and
 A request names either a candidate `script` to run (sandboxed) or an
 exported `model` to score: the scorer is a fork of this same pristine
 process, so it never runs candidate code and starts with torch.export loaded.
+While a candidate runs, the server also serves its training batches and
+counts them (evocode.evaluation.feeder); the last answer carries the count
+as `served`.
 The server is single-threaded (a fork from a threaded process could inherit
 a held lock), dies with the worker that started it (PR_SET_PDEATHSIG) and is
 a child subreaper: a candidate's descendant that left its process group
