@@ -127,3 +127,9 @@ def test_every_builtins_variant_of_the_seed_exports_and_scores(name, seed_source
     edit = mutator.propose(Program(seed_source), np.random.default_rng(0))
     result = evaluate(apply_edits(seed_source, [edit]), tiny_spec, 0, limits)
     assert result.status in ("ok", "nan"), f"{edit.description}: {result.status} {result.reason}"
+
+
+def test_a_link_planted_in_place_of_the_export_is_not_followed(tmp_path, tiny_spec, export):
+    (tmp_path / "model.pt2").symlink_to(export)
+    record = score(tmp_path / "model.pt2", tiny_spec)
+    assert record["status"] == "export" and "not a regular file" in record["reason"]

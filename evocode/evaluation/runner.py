@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import evocode
-from evocode.data import CorpusError, corpus_of
+from evocode.data import Corpus, CorpusError, corpus_of
 from evocode.evaluation.feeder import FeederThread, ledger_for, open_feed
 from evocode.evaluation.process import Limits, ProcessRun, cuda_possible, run_isolated
 from evocode.evaluation.scorer import EXPORT_NAME, read_record
@@ -126,7 +126,7 @@ def evaluate(
 
 
 def _run_cold(script: str, workdir: str, outdir: str, env: dict[str, str], limits: Limits, cuda: bool,
-              driver_pid: int | None, corpus) -> ProcessRun:
+              driver_pid: int | None, corpus: Corpus) -> ProcessRun:
     """`python candidate.py`, its batches served by a thread of this process (as the fork server serves them warm)."""
     confinement = candidate_confinement(workdir, outdir, corpus, cuda) if limits.sandbox else None
     feeder, feed = open_feed(ledger_for(env))

@@ -21,6 +21,8 @@ the archive is checked and rewritten before torch reads it:
   are unpickled), which a fixed-shape export never has;
 - node names must be identifiers (FX writes them into generated source);
 - node metadata (stack traces, module paths) is dropped unread;
+- the archive itself must be a regular file, not a link the candidate
+  planted (to the scored split, say);
 - torch.load runs with TORCH_FORCE_WEIGHTS_ONLY_LOAD, so the sample inputs
   and any fallback unpickle only tensors.
 The checks then run the graph on fixed inputs: changing future tokens must
@@ -126,6 +128,9 @@ def load_program(model_path: str | os.PathLike):
 
 def _sanitized(path: Path) -> io.BytesIO:
     """A copy of the archive that torch may read: checked, with the model's metadata dropped."""
+    # The candidate wrote this directory: a link or a FIFO in place of the archive is not followed.
+    if path.is_symlink() or not path.is_file():
+        raise ScoreError(f"the exported model {path.name} is missing or not a regular file")
     try:
         archive = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as e:
