@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from evocode.data import VOCAB_SIZE, corpus_of
-from evocode.evaluation.scorer import EXPORT_NAME, export_shape, first_line, read_record
 from evocode.evaluation.feeder import REFUSED, FeedClient, Ledger
+from evocode.evaluation.scorer import EXPORT_NAME, export_shape, first_line, read_record
 from evocode.spec import FEED_REPLIES_VAR, FEED_REQUESTS_VAR, RESULT_VAR, SEED_VAR, THREADS_VAR, EvalSpec
 
 
