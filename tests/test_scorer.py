@@ -107,7 +107,11 @@ def first_node(model: dict) -> dict:
     (lambda m: first_node(m).update(target="torch.ops.aten.from_file.default"), "not an aten operator"),
     (lambda m: m.update(guards_code=["__import__('os').system('true')"]), "guard code"),
     (lambda m: first_node(m)["inputs"][0].update(arg={"as_sym_int": {"as_expr": {"expr_str": "__import__('os')"}}}), "as_expr"),
-    (lambda m: first_node(m)["outputs"][0]["as_tensor"].update(name="x; import os"), "not identifiers"),
+    (lambda m: first_node(m)["outputs"][0]["as_tensor"].update(name="x; import os"), "not a plain name"),
+    (lambda m: m["graph_module"]["signature"]["input_specs"][0]["parameter"].update(parameter_name='w", exec("1")) or ("'),
+     "not a plain name"),
+    (lambda m: m["graph_module"]["module_call_graph"][0]["signature"].update(out_spec='[1, {"type": "collections.OrderedDict"}]'),
+     "not tensors"),
 ])
 def test_an_archive_a_candidate_doctored_is_refused_before_torch_reads_it(export, tmp_path, edit, refused):
     with pytest.raises(ScoreError, match=refused):

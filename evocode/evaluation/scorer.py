@@ -19,7 +19,9 @@ the archive is checked and rewritten before torch reads it:
   objects, or pickled weights (symbolic expressions are parsed with sympy's
   `sympify`, which evaluates Python; guard code is compiled; opaque objects
   are unpickled), which a fixed-shape export never has;
-- node names must be identifiers (FX writes them into generated source);
+- every name and attribute path is plain (word characters and dots: FX
+  writes them into the source it generates and runs), and the input and
+  output structures are tuples, lists and dicts of tensors only;
 - node metadata (stack traces, module paths) is dropped unread;
 - the archive itself must be a regular file, not a link the candidate
   planted (to the scored split, say);
@@ -53,7 +55,9 @@ _TOLERANCE = 1e-4
 _ALLOWED_TARGET = re.compile(r"torch\.ops\.aten\.\w+\.\w+|_operator\.getitem")
 # aten operators that touch files: a graph must not read the scored split from disk.
 _FILE_OPERATORS = {"from_file", "save"}
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Names, module paths and attribute paths: FX writes them into the Python source it generates and runs.
+_PLAIN = re.compile(r"[\w.]*")
+_SPEC_TYPES = {None, "builtins.tuple", "builtins.list", "builtins.dict"}
 _FORBIDDEN_KEYS = {"as_expr", "as_sym_int", "as_sym_ints", "as_sym_bool", "as_sym_bools", "as_sym_float",
                    "as_sym_floats", "as_custom_obj", "as_graph", "as_operator"}
 
@@ -166,9 +170,7 @@ def _checked_model(model: dict) -> dict:
     forbidden = _keys(graph) & _FORBIDDEN_KEYS
     if forbidden:
         raise ScoreError(f"the exported graph holds {', '.join(sorted(forbidden))}, which the scorer does not accept")
-    bad_names = sorted(n for n in _names(graph) | set(graph["tensor_values"]) if not _IDENTIFIER.fullmatch(n))
-    if bad_names:
-        raise ScoreError(f"the exported graph has names that are not identifiers: {bad_names[:3]}")
+    _check_strings(model)
     return model
 
 
@@ -186,14 +188,35 @@ def _keys(value) -> set[str]:
     return set()
 
 
-def _names(value) -> set[str]:
-    """Every value name of the graph: what FX may write into the code it generates."""
+def _check_strings(value, key: str = "") -> None:
+    """Every string of the model is a plain name or path, but the input and output structures, which are checked apart."""
     if isinstance(value, dict):
-        own = {value["name"]} if isinstance(value.get("name"), str) else set()
-        return own | {n for v in value.values() for n in _names(v)}
-    if isinstance(value, list):
-        return {n for v in value for n in _names(v)}
-    return set()
+        for k, v in value.items():
+            if not _PLAIN.fullmatch(k):
+                raise ScoreError(f"the exported graph has a key that is not a plain name: {k[:40]!r}")
+            if k in ("in_spec", "out_spec"):
+                _check_spec(v)
+            elif k != "torch_version":
+                _check_strings(v, k)
+    elif isinstance(value, list):
+        for v in value:
+            _check_strings(v, key)
+    elif isinstance(value, str) and not _PLAIN.fullmatch(value):
+        raise ScoreError(f"the exported graph has a {key} that is not a plain name: {value[:40]!r}")
+
+
+def _check_spec(text: str) -> None:
+    """An input or output structure: tuples, lists and keyword-free dicts of tensors, nothing else to rebuild."""
+    try:
+        _, tree = json.loads(text)
+    except (TypeError, ValueError):
+        raise ScoreError("the exported model's input or output structure cannot be read") from None
+    pending = [tree]
+    while pending:
+        node = pending.pop()
+        if not isinstance(node, dict) or node.get("type") not in _SPEC_TYPES or node.get("context") not in (None, "null", "[]"):
+            raise ScoreError("the exported model's inputs or outputs are not tensors, tuples or lists")
+        pending += node.get("children_spec") or []
 
 
 def _allowed_callable(target) -> bool:
