@@ -118,6 +118,22 @@ def test_an_archive_a_candidate_doctored_is_refused_before_torch_reads_it(export
         load_program(doctored(export, tmp_path, edit))
 
 
+def test_an_operator_argument_that_is_not_a_name_is_accepted(tmp_path, tiny_spec):
+    import torch
+
+    class Einsum(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(256, 256)
+
+        def forward(self, idx):
+            return torch.einsum("btc,cd->btd", self.embed(idx), torch.eye(256))
+
+    path = tmp_path / "model.pt2"
+    torch.export.save(torch.export.export(Einsum(), (torch.zeros(export_shape(tiny_spec), dtype=torch.int64),)), str(path))
+    assert score(path, tiny_spec)["status"] == "ok"
+
+
 def test_a_file_that_is_not_an_export_is_refused(tmp_path, tiny_spec):
     (tmp_path / "model.pt2").write_bytes(b"not a zip")
     record = score(tmp_path / "model.pt2", tiny_spec)

@@ -189,14 +189,14 @@ def _keys(value) -> set[str]:
 
 
 def _check_strings(value, key: str = "") -> None:
-    """Every string of the model is a plain name or path, but the input and output structures, which are checked apart."""
+    """Every string of the model is a plain name or path, but operator arguments and the input and output structures."""
     if isinstance(value, dict):
         for k, v in value.items():
             if not _PLAIN.fullmatch(k):
                 raise ScoreError(f"the exported graph has a key that is not a plain name: {k[:40]!r}")
             if k in ("in_spec", "out_spec"):
                 _check_spec(v)
-            elif k != "torch_version":
+            elif k not in ("torch_version", "as_string", "as_strings"):  # argument strings are written with repr()
                 _check_strings(v, k)
     elif isinstance(value, list):
         for v in value:
