@@ -52,7 +52,7 @@ from evocode.evaluation import scorer
 from evocode.evaluation.feeder import Feeder, ledger_for, open_feed
 from evocode.evaluation.process import Limits, child_limits, kill_group
 from evocode.evaluation.sandbox import Confinement, candidate_confinement
-from evocode.spec import CORPUS_DIR_VAR, THREADS_VAR
+from evocode.spec import CORPUS_DIR_VAR, THREADS_VAR, EvalSpec
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -134,7 +134,7 @@ def _run_scorer(model: str) -> int:
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True)
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True, errors="backslashreplace")
     torch.set_num_threads(int(os.environ.get(THREADS_VAR, "1")))
-    scorer.print_record(scorer.score(model, scorer.EvalSpec.from_env()))
+    scorer.print_record(scorer.score(model, EvalSpec.from_env()))
     return 0
 
 
