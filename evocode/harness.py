@@ -1,30 +1,32 @@
-"""The fixed part of every candidate: data, token accounting and the score.
+"""The fixed part of every candidate: data, token accounting and the hand-over of the model.
 
 A training script imports this module and uses only what it offers: the
 run's `budget`, `seed`, `device`, `vocab_size` and `context_length`,
-`batches()` for training data, and `finish(model)` for the score. Edits
+`batches()` for training data, and `finish(model)` to be scored. Edits
 never touch this file, so nothing a variant changes can change what is
-measured: `finish` scores the trained model with its own cross-entropy on
-held-out windows that do not depend on the script, and refuses to score a
-model that peeks at future tokens or a script that drew more tokens than
-allowed.
+measured.
 
-What runs in the candidate's process can, in principle, reach into this one;
-the checks here close the holes an edited script stumbles into (a flipped
-`is_causal`, a duplicated training loop, reading the data files directly).
-Scoring an exported model in a process that runs no candidate code is the
-planned next step.
+The score is not computed here. `finish` exports the trained model with
+`torch.export` (a graph of aten operators and its weights, no code) and the
+runner's scorer (evocode.evaluation.scorer), a process that runs no
+candidate code and holds the validation windows this process never gets,
+checks it for future-token leaks and cross-row mixing and computes
+`val_bpb`. Whatever a script does to this process (replacing torch's
+functions, editing this module) changes the graph it hands over at most.
+A model `torch.export` cannot capture ends with the status `export`.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import mmap
 import os
 import random
 import resource
+import subprocess
 import sys
+import tempfile
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
@@ -32,24 +34,13 @@ import numpy as np
 import torch
 
 from evocode.data import VOCAB_SIZE, corpus_of
-from evocode.spec import RESULT_VAR, SEED_VAR, THREADS_VAR, TRAIN_FD_VAR, VAL_FD_VAR, EvalSpec
-
-from evocode.evaluation.pristine import allclose as _allclose
-from evocode.evaluation.pristine import gather as _gather
-from evocode.evaluation.pristine import isfinite as _isfinite
-from evocode.evaluation.pristine import log_softmax as _log_softmax
-from evocode.evaluation.pristine import perf_counter as _perf_counter
-
-EVAL_BATCH = 32
-_CAUSALITY_TOLERANCE = 1e-4
+from evocode.evaluation.feeder import REFUSED, FeedClient, Ledger
+from evocode.evaluation.scorer import EXPORT_NAME, export_shape, first_line, read_record
+from evocode.spec import FEED_REPLIES_VAR, FEED_REQUESTS_VAR, RESULT_VAR, SEED_VAR, THREADS_VAR, EvalSpec
 
 
 class BudgetExhausted(RuntimeError):
     """The script asked for training tokens after its budget was spent."""
-
-
-class IntegrityError(RuntimeError):
-    """The model or the script broke a rule of the measurement."""
 
 
 def _pick_device(name: str) -> torch.device:
@@ -72,50 +63,27 @@ random.seed(seed)
 np.random.seed(seed)
 torch.manual_seed(seed)
 
-def _split(fd_var: str, path: Path) -> np.ndarray:
-    """A split mapped read-only: from the descriptor the runner opened (the sandbox denies its path), else by path."""
-    fd = os.environ.pop(fd_var, None)
-    if fd is None:
-        return np.memmap(path, dtype=np.uint8, mode="r")
-    mapped = mmap.mmap(int(fd), 0, prot=mmap.PROT_READ)
-    os.close(int(fd))
-    return np.frombuffer(mapped, dtype=np.uint8)
-
-
 _corpus = corpus_of(_spec.corpus_dir)
-_train = _split(TRAIN_FD_VAR, _corpus.train_path)
-_val = _split(VAL_FD_VAR, _corpus.val_path if _spec.split == "validation" else _corpus.hidden_path)
 
 
-class _Ledger:
-    """Counts every training token served; the budget closes once it runs out."""
-
-    def __init__(self, budget: int, seed: int) -> None:
-        self.budget = budget
-        self.served = 0
-        self.closed = False
-        self.violations: list[str] = []
-        self.rng = np.random.default_rng([seed, 0x7EA1])
-        self.started: float | None = None
-        self.finished = False
-
-    def take(self, rows: int, seq_len: int) -> int:
-        """How many rows of the next batch fit; 0 closes the budget."""
-        if self.closed:
-            self.violations.append(
-                f"asked for training tokens after the budget of {self.budget} was spent"
-            )
-            _write_result(_integrity_record(self))
-            raise BudgetExhausted(
-                f"the token budget of {self.budget} is spent; train with one pass of harness.batches()"
-            )
-        rows = min(rows, (self.budget - self.served) // seq_len)
-        if rows == 0:
-            self.closed = True
-        return rows
+def _batch_source() -> FeedClient | Ledger:
+    """The runner's feeder, over the pipes it gave this process; run by hand, a ledger of this process's own."""
+    requests, replies = os.environ.pop(FEED_REQUESTS_VAR, None), os.environ.pop(FEED_REPLIES_VAR, None)
+    if requests is None or replies is None:
+        return Ledger(np.memmap(_corpus.train_path, dtype=np.uint8, mode="r"), budget, seed, context_length)
+    return FeedClient(int(requests), int(replies))
 
 
-_ledger = _Ledger(budget, seed)
+class _Run:
+    """What this process knows of its own run: shown in its summary, never what the runner counts."""
+
+    tokens = 0
+    started: float | None = None
+    finished = False
+    violations: list[str] = []
+
+
+_source = _batch_source()
 _data_dir = os.path.realpath(_corpus.directory) + os.sep
 
 
@@ -124,10 +92,10 @@ def _guard_data_files(event: str, args: tuple) -> None:
     if event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
         path = os.path.abspath(os.fsdecode(args[0]))
         if path.startswith(_data_dir) or os.path.realpath(path).startswith(_data_dir):
-            _ledger.violations.append(f"opened the harness's data file {path} directly")
+            _Run.violations.append(f"opened the harness's data file {path} directly")
 
 
-# The memmaps above are open already; from here on, any open of the corpus is the script's.
+# The training split (by hand) is open already; from here on, any open of the corpus is the script's.
 sys.addaudithook(_guard_data_files)
 
 
@@ -146,62 +114,18 @@ def batches(batch_size: int, seq_len: int | None = None) -> Iterator[tuple[torch
 
 
 def _serve(batch_size: int, seq_len: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    while rows := _ledger.take(batch_size, seq_len):
-        if _ledger.started is None:
-            _ledger.started = _perf_counter()
-        starts = _ledger.rng.integers(0, len(_train) - seq_len - 1, size=rows)
-        window = np.stack([_train[s : s + seq_len + 1] for s in starts]).astype(np.int64)
-        _ledger.served += rows * seq_len
+    while True:
+        rows, windows = _source.draw(batch_size, seq_len)
+        if rows == REFUSED:
+            raise BudgetExhausted(f"the token budget of {budget} is spent; train with one pass of harness.batches()")
+        if rows == 0:
+            return
+        if _Run.started is None:
+            _Run.started = time.perf_counter()
+        _Run.tokens += rows * seq_len
+        window = np.frombuffer(windows, dtype=np.uint8).reshape(rows, seq_len + 1).astype(np.int64)
         tokens = torch.from_numpy(window).to(device)
         yield tokens[:, :-1], tokens[:, 1:]
-
-
-def _val_windows() -> torch.Tensor:
-    """The same evenly spaced validation windows for every candidate and every seed."""
-    count = max(1, _spec.eval_tokens // context_length)
-    starts = np.linspace(0, len(_val) - context_length - 1, count).astype(np.int64)
-    return torch.from_numpy(np.stack([_val[s : s + context_length + 1] for s in starts]).astype(np.int64))
-
-
-def _logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    out = model(x.to(device))
-    if isinstance(out, (tuple, list)) and out:
-        out = out[0]
-    if not isinstance(out, torch.Tensor):
-        raise IntegrityError(f"model(x) must return logits as a tensor, got {type(out).__name__}")
-    if tuple(out.shape) != (x.shape[0], x.shape[1], vocab_size):
-        raise IntegrityError(
-            f"model(x) must return logits of shape {(x.shape[0], x.shape[1], vocab_size)}, got {tuple(out.shape)}"
-        )
-    return out.float()
-
-
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    scale = max(1.0, float(a.abs().max()))
-    return bool(_allclose(a, b, rtol=_CAUSALITY_TOLERANCE, atol=_CAUSALITY_TOLERANCE * scale))
-
-
-def check_causality(model: torch.nn.Module, x: torch.Tensor) -> list[str]:
-    """Logits at a position may depend only on tokens at or before it, and only on its own row.
-
-    x holds two windows; for each cut point the tokens from the cut on are
-    replaced by different ones, and the logits before the cut must not move.
-    """
-    found = []
-    base = _logits(model, x)
-    if not bool(_isfinite(base).all()):
-        return found  # a diverged model cannot be judged; its validation loss reports it as nan
-    length = x.shape[1]
-    for cut in sorted({1, length // 2, length - 1}):
-        changed = x.clone()
-        changed[:, cut:] = (changed[:, cut:] + 1 + torch.arange(length - cut) % 255) % vocab_size
-        if not _same(base[:, :cut], _logits(model, changed)[:, :cut]):
-            found.append(f"logits before position {cut} change when later tokens change (the model sees the future)")
-            break
-    alone = torch.cat([_logits(model, x[i : i + 1]) for i in range(x.shape[0])])
-    if not _same(base, alone):
-        found.append("logits of one sequence depend on other sequences in the batch")
-    return found
 
 
 def _peak_memory_mb() -> float:
@@ -210,69 +134,71 @@ def _peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _base_record(ledger: _Ledger) -> dict:
+def _record() -> dict:
+    """This process's account of its run. The runner takes the token count from its feeder, not from here."""
     return {
-        "tokens": ledger.served,
-        "budget": ledger.budget,
-        "train_seconds": 0.0 if ledger.started is None else _perf_counter() - ledger.started,
+        "tokens": _Run.tokens,
+        "budget": budget,
+        "train_seconds": 0.0 if _Run.started is None else time.perf_counter() - _Run.started,
         "peak_memory_mb": _peak_memory_mb(),
         "seed": seed,
         "device": str(device),
         "context_length": context_length,
         "corpus": _corpus.fingerprint,
+        # By hand the ledger is this process's own; under the runner the feeder reports what it saw.
+        "violations": _Run.violations + (_source.violations if isinstance(_source, Ledger) else []),
     }
 
 
-def _integrity_record(ledger: _Ledger) -> dict:
-    return {**_base_record(ledger), "status": "integrity", "val_bpb": None, "violations": list(ledger.violations)}
-
-
-def _write_result(record: dict) -> None:
-    if _result_path:
-        with open(_result_path, "w") as f:
-            json.dump(record, f)
-
-
-def _validation_bpb(model: torch.nn.Module) -> float:
-    windows = _val_windows()
-    nats, count = 0.0, 0
-    for i in range(0, len(windows), EVAL_BATCH):
-        chunk = windows[i : i + EVAL_BATCH].to(device)
-        logp = _log_softmax(_logits(model, chunk[:, :-1]), dim=-1)
-        nats -= float(_gather(logp, -1, chunk[:, 1:, None]).sum())
-        count += chunk[:, 1:].numel()
-    return nats / count / math.log(2)
-
-
 def finish(model: torch.nn.Module) -> dict:
-    """Score the trained model on held-out bytes, check it, report it; call once, after training."""
-    if _ledger.finished:
+    """Hand the trained model over to be scored: exported as a graph with its weights; call once, after training.
+
+    Under the runner the export goes where only the runner looks and the
+    runner's scorer scores it; run by hand, the scorer runs here as a
+    separate process and its score is printed.
+    """
+    if _Run.finished:
         raise RuntimeError("harness.finish() may be called only once")
-    _ledger.finished = True
-    record = _base_record(_ledger)
+    _Run.finished = True
+    record = _record()
     record["num_params"] = sum(p.numel() for p in model.parameters())
-    eval_started = _perf_counter()
-    model.eval()
-    with torch.no_grad():
+    with tempfile.TemporaryDirectory(prefix="evocode-export-") as scratch:
+        path = Path(_result_path).with_name(EXPORT_NAME) if _result_path else Path(scratch) / EXPORT_NAME
         try:
-            violations = _ledger.violations + check_causality(model, _val_windows()[:2, :-1])
-            val_bpb = None if violations else _validation_bpb(model)
-        except IntegrityError as e:
-            violations, val_bpb = [str(e)], None
-    if violations:
-        record.update(status="integrity", val_bpb=None, violations=violations)
-    elif not math.isfinite(val_bpb):
-        record.update(status="nan", val_bpb=None, violations=[])
-    else:
-        record.update(status="ok", val_bpb=val_bpb, violations=[])
-    record["eval_seconds"] = _perf_counter() - eval_started
-    _write_result(record)
+            _export(model, path)
+            record.update(status="exported", reason="")
+        except Exception as e:
+            record.update(status="export", reason=f"the model cannot be exported with torch.export: {type(e).__name__}: {first_line(e)}")
+        if _result_path:
+            with open(_result_path, "w") as f:
+                json.dump(record, f)
+        elif record["violations"]:
+            record["status"] = "integrity"
+        elif record["status"] == "exported":
+            record.update(_score_by_hand(path))
     _print_summary(record)
     return record
 
 
+def _export(model: torch.nn.Module, path: Path) -> None:
+    """The model as an ExportedProgram on the fixed scoring shape, saved to path."""
+    rows, length = export_shape(_spec)
+    example = torch.randint(0, vocab_size, (rows, length), generator=torch.Generator().manual_seed(0)).to(device)
+    model.eval()
+    torch.export.save(torch.export.export(model, (example,), strict=False), str(path))
+
+
+def _score_by_hand(path: Path) -> dict:
+    """The scorer's record for an export, from `python -m evocode.evaluation.scorer` (never this process)."""
+    env = {**os.environ, **replace(_spec, corpus_dir=str(_corpus.directory)).to_env()}
+    done = subprocess.run([sys.executable, "-m", "evocode.evaluation.scorer", str(path)],
+                          env=env, stdout=subprocess.PIPE, text=True)
+    return read_record(done.stdout) or {"status": "crash", "reason": f"the scorer exited with status {done.returncode}"}
+
+
 def _print_summary(record: dict) -> None:
-    val_bpb = "nan" if record["val_bpb"] is None else f"{record['val_bpb']:.6f}"
+    # Under the runner the score is not known here: the runner's scorer computes it after this process.
+    val_bpb = "-" if record.get("val_bpb") is None else f"{record['val_bpb']:.6f}"
     lines = [
         "---",
         f"status:           {record['status']}",
@@ -283,5 +209,6 @@ def _print_summary(record: dict) -> None:
         f"num_params:       {record['num_params']}",
         f"device:           {record['device']}",
     ]
-    lines += [f"integrity:        {v}" for v in record["violations"]]
+    lines += [f"reason:           {record['reason']}"] * bool(record.get("reason"))
+    lines += [f"integrity:        {v}" for v in record.get("violations", ())]
     print("\n".join(lines), file=sys.stdout, flush=True)

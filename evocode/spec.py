@@ -74,10 +74,10 @@ class EvalSpec:
 
 CORPUS_DIR_VAR = _PREFIX + "CORPUS_DIR"
 SPLIT_VAR = _PREFIX + "SPLIT"
-# File descriptors of the training and validation splits, opened for the candidate before it is
-# sandboxed: it reads the data through them, never by a path it could also use to read it around the harness.
-TRAIN_FD_VAR = _PREFIX + "TRAIN_FD"
-VAL_FD_VAR = _PREFIX + "VAL_FD"
+# The candidate's ends of the pipes its training batches come through (evocode.evaluation.feeder):
+# it never holds the training split nor the count of what it drew.
+FEED_REQUESTS_VAR = _PREFIX + "FEED_REQUESTS"
+FEED_REPLIES_VAR = _PREFIX + "FEED_REPLIES"
 SEED_VAR = _PREFIX + "SEED"
 RESULT_VAR = _PREFIX + "RESULT"
 THREADS_VAR = _PREFIX + "THREADS"

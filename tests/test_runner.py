@@ -35,7 +35,7 @@ def test_the_seed_trains_and_gets_a_finite_score(seed_source, tiny_spec, limits)
     assert math.isfinite(result.val_bpb) and 0 < result.val_bpb < 8
     assert result.tokens == tiny_spec.budget
     assert result.num_params > 0 and result.peak_memory_mb > 0
-    assert "val_bpb:" in result.log_tail
+    assert "status:           exported" in result.log_tail
 
 
 def test_same_program_and_seed_give_the_identical_score_and_another_seed_a_close_one(seed_source, tiny_spec, limits):

@@ -11,6 +11,12 @@ pristine state and nothing one candidate does can reach the next.
 Protocol, one JSON object per line: the worker writes a request on the
 server's stdin; the server answers `{"pid": ...}` once the child runs and
 `{"returncode": ..., "timed_out": ..., "log_tail": ...}` when it is over.
+A request names either a candidate `script` to run (sandboxed) or an
+exported `model` to score: the scorer is a fork of this same pristine
+process, so it never runs candidate code and starts with torch.export loaded.
+While a candidate runs, the server also serves its training batches and
+counts them (evocode.evaluation.feeder); the last answer carries the count
+as `served`.
 The server is single-threaded (a fork from a threaded process could inherit
 a held lock), dies with the worker that started it (PR_SET_PDEATHSIG) and is
 a child subreaper: a candidate's descendant that left its process group
@@ -38,11 +44,15 @@ import torch.nn  # noqa: F401
 import torch.nn.functional  # noqa: F401
 import torch.optim  # noqa: F401
 
-import evocode.evaluation.pristine  # noqa: F401  (the harness's measuring functions, captured untouched)
+import torch._export.serde.serialize  # noqa: F401  (what the scorer loads an export with)
+import torch.export  # noqa: F401
+
 from evocode.data import corpus_of
-from evocode.evaluation.process import Limits, child_limits, kill_group, open_splits
+from evocode.evaluation import scorer
+from evocode.evaluation.feeder import Feeder, ledger_for, open_feed
+from evocode.evaluation.process import Limits, child_limits, kill_group
 from evocode.evaluation.sandbox import Confinement, candidate_confinement
-from evocode.spec import CORPUS_DIR_VAR, SPLIT_VAR
+from evocode.spec import CORPUS_DIR_VAR, THREADS_VAR, EvalSpec
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -62,25 +72,31 @@ def main() -> None:
 
 
 def serve(request: dict, worker: int, replies) -> dict:
-    """Fork the candidate, report its pid, supervise it to the end, and leave nothing of it behind."""
+    """Fork the candidate (or the scorer), report its pid, supervise it to the end, and leave nothing of it behind."""
     limits = Limits(**request["limits"])
-    confinement = _confinement(request) if limits.sandbox else None
+    confinement = _confinement(request) if limits.sandbox and "script" in request else None
     apply_limits = child_limits(limits, request["cuda_possible"], confinement)
+    # A candidate's training batches come from this process, which counts them (evocode.evaluation.feeder).
+    feeder, feed = open_feed(ledger_for(request["env"])) if "script" in request else (None, {})
     read_end, write_end = os.pipe()
     server = os.getpid()
     pid = os.fork()
     if pid == 0:
-        _become_candidate(request, apply_limits, server, write_end)  # never returns
-    os.close(write_end)
+        _become_child(request, apply_limits, server, write_end, feed)  # never returns
+    for fd in (write_end, *feed.values()):
+        os.close(fd)
     _reply(replies, {"pid": pid})
     try:
-        status, timed_out, tail = _supervise(pid, read_end, limits, worker)
+        status, timed_out, tail = _supervise(pid, read_end, limits, worker, feeder)
     finally:
         kill_group(pid)
         _reap_orphans()
         os.close(read_end)
+        if feeder is not None:
+            feeder.close()
     sandbox = confinement.state if confinement else "off"
-    return {"returncode": _returncode(status), "timed_out": timed_out, "log_tail": tail, "sandbox": sandbox}
+    return {"returncode": _returncode(status), "timed_out": timed_out, "log_tail": tail, "sandbox": sandbox,
+            "served": feeder.ledger.report() if feeder else None}
 
 
 def _confinement(request: dict) -> Confinement:
@@ -89,8 +105,8 @@ def _confinement(request: dict) -> Confinement:
     return candidate_confinement(request["cwd"], request["result_dir"], corpus, request["cuda_possible"])
 
 
-def _become_candidate(request: dict, apply_limits, server: int, write_end: int) -> None:
-    """In the child: isolate, then run the candidate as `__main__`, as `python candidate.py` would."""
+def _become_child(request: dict, apply_limits, server: int, write_end: int, feed: dict[str, int]) -> None:
+    """In the child: isolate, then run the candidate as `__main__`, as `python candidate.py` would, or score a model."""
     code = 1
     try:
         os.setsid()
@@ -98,18 +114,28 @@ def _become_candidate(request: dict, apply_limits, server: int, write_end: int) 
         os.dup2(devnull, 0)
         os.dup2(write_end, 1)
         os.dup2(write_end, 2)
-        os.closerange(3, _max_fd())  # the server's protocol pipes, among others, are not the candidate's
+        _close_fds_except(set(feed.values()))  # the server's protocol pipes, among others, are not the candidate's
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        splits = open_splits(corpus_of(request["env"].get(CORPUS_DIR_VAR)), request["env"].get(SPLIT_VAR, "validation"))
-        os.environ.update({var: str(fd) for var, fd in splits.items()})
+        os.environ.update({var: str(fd) for var, fd in feed.items()})
         apply_limits()  # the sandbox last of all: from here on only what its rules allow
         if os.getppid() != server:  # the server died before PDEATHSIG was armed
             os._exit(1)
-        code = _run_main(request["script"])
+        code = _run_main(request["script"]) if "script" in request else _run_scorer(request["model"])
     finally:
         os._exit(code)
+
+
+def _run_scorer(model: str) -> int:
+    """Score the export; the record is the last line of the output."""
+    import io
+
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True)
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True, errors="backslashreplace")
+    torch.set_num_threads(int(os.environ.get(THREADS_VAR, "1")))
+    scorer.print_record(scorer.score(model, EvalSpec.from_env()))
+    return 0
 
 
 def _run_main(script: str) -> int:
@@ -144,20 +170,27 @@ def _run_main(script: str) -> int:
                 pass
 
 
-def _supervise(pid: int, output: int, limits: Limits, worker: int) -> tuple[int, bool, str]:
-    """Drain output (keeping the tail) until the child exits, its time is up, or the worker is gone."""
+def _supervise(pid: int, output: int, limits: Limits, worker: int, feeder: Feeder | None) -> tuple[int, bool, str]:
+    """Drain output (keeping the tail) and serve batches until the child exits, its time is up, or the worker is gone."""
     deadline = time.monotonic() + limits.timeout_s
     tail = bytearray()
     open_output = True
     while True:
-        if open_output and select.select([output], [], [], _POLL_S)[0]:
+        watched = ([output] if open_output else []) + (feeder.readable() if feeder else [])
+        writing = feeder.writable() if feeder else []
+        if watched or writing:
+            readable, writable, _ = select.select(watched, writing, [], _POLL_S)
+        else:
+            readable, writable = [], []
+            time.sleep(_POLL_S)
+        if feeder is not None:
+            feeder.on_ready(readable, writable)
+        if output in readable:
             chunk = os.read(output, 65536)
             open_output = bool(chunk)
             tail += chunk
             if len(tail) > 2 * limits.log_tail_bytes:
                 del tail[: -limits.log_tail_bytes]
-        elif not open_output:
-            time.sleep(_POLL_S)
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             # Descendants may still hold the pipe open; what they write after the child's end is not its log.
@@ -221,6 +254,14 @@ def _returncode(status: int) -> int:
 
 def _text(tail: bytearray, limits: Limits) -> str:
     return bytes(tail[-limits.log_tail_bytes :]).decode("utf-8", errors="replace")
+
+
+def _close_fds_except(keep: set[int]) -> None:
+    """Close every descriptor from 3 up but those in keep."""
+    low = 3
+    for fd in sorted(keep) + [_max_fd()]:
+        os.closerange(low, fd)
+        low = fd + 1
 
 
 def _max_fd() -> int:

@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from evocode.data import Corpus, CorpusError
 from evocode.evaluation.sandbox import Confinement, SandboxError
-from evocode.spec import TRAIN_FD_VAR, VAL_FD_VAR
 
 _PR_SET_PDEATHSIG = 1
 _SANDBOX_FAILED = 126
@@ -66,6 +64,8 @@ class ProcessRun:
     timed_out: bool
     log_tail: str
     sandbox: str = "off"  # "landlock ABI N", "none: <why Landlock is missing>", or "off" when not asked for
+    # The feeder's report (evocode.evaluation.feeder.Ledger.report) for a candidate; None for the scorer.
+    served: dict | None = None
 
 
 def run_isolated(
@@ -146,14 +146,6 @@ def child_limits(limits: Limits, cuda_possible: bool, confinement: Confinement |
                 os._exit(_SANDBOX_FAILED)
 
     return apply
-
-
-def open_splits(corpus: Corpus, split: str = "validation") -> dict[str, int]:
-    """The training split and the one scored on, opened read-only, by the variable that tells the harness each descriptor."""
-    scored = corpus.val_path if split == "validation" else corpus.hidden_path
-    if scored is None:
-        raise CorpusError(f"{corpus.source} has no hidden test split to score on")
-    return {TRAIN_FD_VAR: os.open(corpus.train_path, os.O_RDONLY), VAL_FD_VAR: os.open(scored, os.O_RDONLY)}
 
 
 def kill_group(pgid: int) -> None:

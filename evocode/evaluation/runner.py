@@ -7,9 +7,11 @@ limits and a wall-clock timeout; a crash, hang, fork or memory blow-up ends
 as a status in the record, never as an exception in the driver. Warm (the
 default), the process is a fresh fork of this worker's fork server, which
 has imported torch already; cold, it is a new `python candidate.py`. Both
-give the same scores. The score comes from the harness inside the candidate
-(`harness.finish`), which writes its record to a file only the runner reads;
-the runner cross-checks it.
+give the same scores. The candidate's harness (`harness.finish`) exports
+the trained model and writes a record next to it, in a directory only the
+runner reads; the score comes from a scorer process that loads the export
+and runs no candidate code (evocode.evaluation.scorer), forked from the same
+fork server warm, started as `python -m evocode.evaluation.scorer` cold.
 """
 
 from __future__ import annotations
@@ -26,13 +28,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import evocode
-from evocode.data import corpus_of
-from evocode.evaluation.process import DriverWatch, Limits, ProcessRun, cuda_possible, open_splits, run_isolated
-from evocode.evaluation.workers import WorkerLost, run_warm
+from evocode.data import Corpus, CorpusError, corpus_of
+from evocode.evaluation.feeder import FeederThread, ledger_for, open_feed
+from evocode.evaluation.process import DriverWatch, Limits, ProcessRun, cuda_possible, run_isolated
+from evocode.evaluation.scorer import EXPORT_NAME, read_record
+from evocode.evaluation.workers import WorkerLost, run_warm, score_warm
 from evocode.evaluation.sandbox import candidate_confinement
 from evocode.spec import RESULT_VAR, SEED_VAR, THREADS_VAR, EvalSpec
 
-_HARNESS_STATUSES = ("ok", "nan", "integrity")
+# What the candidate's harness may report: its model exported, not exportable, or its own rules broken.
+_HARNESS_STATUSES = ("exported", "export", "integrity")
 _OOM_SIGNS = re.compile(r"MemoryError|can't allocate memory|Cannot allocate memory|out of memory|OutOfMemoryError")
 
 
@@ -79,6 +84,8 @@ def evaluate(
     """
     started = time.perf_counter()
     corpus = corpus_of(spec.corpus_dir)
+    if spec.split == "hidden" and corpus.hidden_path is None:
+        raise CorpusError(f"{corpus.source} has no hidden test split to score on")
     common = {"budget": spec.budget, "seed": seed, "corpus": corpus.fingerprint}
     try:
         compile(source, "candidate.py", "exec")
@@ -97,18 +104,18 @@ def evaluate(
             if warm:
                 run = run_warm(str(script), workdir, outdir, child_env, limits, cuda, driver_gone)
             else:
-                confinement = candidate_confinement(workdir, outdir, corpus, cuda) if limits.sandbox else None
-                fds = open_splits(corpus, spec.split)
-                try:
-                    run = run_isolated([sys.executable, str(script)], workdir, child_env, limits, driver_gone, confinement, fds)
-                finally:
-                    for fd in fds.values():
-                        os.close(fd)
+                run = _run_cold(str(script), workdir, outdir, child_env, limits, cuda, driver_gone, corpus)
+            record = _read_record(result_path)
+            status, reason = classify(run, record, corpus.fingerprint, spec.budget, limits)
+            scored = None
+            if status == "exported":
+                scoring = _score(str(Path(outdir) / EXPORT_NAME), outdir, child_env, limits, cuda, driver_gone, warm)
+                scored = read_record(scoring.log_tail)
+                status, reason = judge_score(scoring, scored, limits)
         except WorkerLost as lost:
             return EvalResult(status="crash", reason=str(lost), wall_seconds=time.perf_counter() - started, **common)
-        record = _read_record(result_path)
-    status, reason = classify(run, record, corpus.fingerprint, spec.budget, limits)
-    measured = _measurements(record) if record else {}
+    parts = (_measurements(record) if record else {}), _served(run), (_scored(scored) if scored else {})
+    measured = {**parts[0], **parts[1], **parts[2], "violations": tuple(v for part in parts for v in part.get("violations", ()))}
     return EvalResult(
         status=status,
         reason=reason,
@@ -117,6 +124,45 @@ def evaluate(
         log_tail=run.log_tail,
         **{**common, **measured, "val_bpb": measured.get("val_bpb") if status == "ok" else None},
     )
+
+
+def _run_cold(script: str, workdir: str, outdir: str, env: dict[str, str], limits: Limits, cuda: bool,
+              driver_gone: DriverWatch, corpus: Corpus) -> ProcessRun:
+    """`python candidate.py`, its batches served by a thread of this process (as the fork server serves them warm)."""
+    confinement = candidate_confinement(workdir, outdir, corpus, cuda) if limits.sandbox else None
+    feeder, feed = open_feed(ledger_for(env))
+    serving = FeederThread(feeder)
+    try:
+        run = run_isolated([sys.executable, script], workdir, env, limits, driver_gone, confinement, feed)
+    finally:
+        for fd in feed.values():
+            os.close(fd)
+        served = serving.stop()
+    return replace(run, served=served)
+
+
+def _score(model: str, outdir: str, env: dict[str, str], limits: Limits, cuda: bool, driver_gone: DriverWatch,
+           warm: bool) -> ProcessRun:
+    """Score the export in a process that never runs candidate code; its record is the last line of its log."""
+    if warm:
+        return score_warm(model, outdir, env, limits, cuda, driver_gone)
+    return run_isolated([sys.executable, "-m", "evocode.evaluation.scorer", model], outdir, env, limits, driver_gone)
+
+
+def judge_score(run: ProcessRun, scored: dict | None, limits: Limits) -> tuple[str, str]:
+    """The status and reason from the scorer's record, or from how the scorer ended when it left none."""
+    if scored is None:
+        status, reason = classify(run, None, "", 0, limits)
+        return status, f"while scoring: {reason}"
+    status = scored.get("status")
+    if status == "integrity":
+        return status, "; ".join(scored.get("violations") or ["integrity check failed"])
+    if status == "export":
+        return status, scored.get("reason") or "the exported model could not be scored"
+    val_bpb = scored.get("val_bpb")
+    if status != "ok" or not isinstance(val_bpb, (int, float)) or not math.isfinite(val_bpb):
+        return "nan", "the validation loss is not finite (training diverged)"
+    return "ok", ""
 
 
 def candidate_env(spec: EvalSpec, seed: int, result_path: Path, limits: Limits, workdir: str) -> dict[str, str]:
@@ -149,7 +195,9 @@ def _read_record(path: Path) -> dict | None:
 
 
 def classify(run: ProcessRun, record: dict | None, fingerprint: str, budget: int, limits: Limits) -> tuple[str, str]:
-    """The status and a one-line reason, from what the process did and what the harness recorded."""
+    """The status and a one-line reason, from what the process did, what its feeder counted and what the harness recorded."""
+    if run.served and run.served["violations"]:
+        return "integrity", "; ".join(run.served["violations"])
     if record is not None:
         return _judge_record(record, fingerprint, budget)
     if run.timed_out:
@@ -166,25 +214,36 @@ def classify(run: ProcessRun, record: dict | None, fingerprint: str, budget: int
 
 
 def _judge_record(record: dict, fingerprint: str, budget: int) -> tuple[str, str]:
+    if record.get("corpus") != fingerprint or record.get("budget") != budget:
+        return "integrity", "the result record does not match the corpus or budget this run gave the candidate"
     status = record.get("status")
     if status not in _HARNESS_STATUSES:
         return "crash", f"the harness record has no valid status ({status!r})"
-    if record.get("corpus") != fingerprint or record.get("budget") != budget:
-        return "integrity", "the result record does not match the corpus or budget this run gave the candidate"
-    if not isinstance(record.get("tokens"), int) or record["tokens"] > budget:
-        return "integrity", f"trained on {record.get('tokens')} tokens, more than the budget of {budget}"
-    if status == "integrity":
-        return status, "; ".join(record.get("violations") or ["integrity check failed"])
-    val_bpb = record.get("val_bpb")
-    if status == "nan" or not isinstance(val_bpb, (int, float)) or not math.isfinite(val_bpb):
-        return "nan", "the validation loss is not finite (training diverged)"
-    return "ok", ""
+    if status == "integrity" or record.get("violations"):
+        return "integrity", "; ".join(record.get("violations") or ["integrity check failed"])
+    if status == "export":
+        return status, record.get("reason") or "the model cannot be exported with torch.export"
+    return "exported", ""
 
 
 def _measurements(record: dict) -> dict:
-    keys = ("val_bpb", "tokens", "train_seconds", "eval_seconds", "peak_memory_mb", "num_params", "device")
+    """What the candidate says of its own training: shown, never used to select (the score is the scorer's)."""
+    keys = ("train_seconds", "peak_memory_mb", "num_params", "device")
     found = {k: record[k] for k in keys if k in record}
     found["violations"] = tuple(record.get("violations") or ())
+    return found
+
+
+def _served(run: ProcessRun) -> dict:
+    """The tokens the feeder served, counted outside the candidate, and the rules it saw broken."""
+    if run.served is None:
+        return {}
+    return {"tokens": run.served["tokens"], "violations": tuple(run.served["violations"])}
+
+
+def _scored(scored: dict) -> dict:
+    found = {k: scored[k] for k in ("val_bpb", "eval_seconds") if k in scored}
+    found["violations"] = tuple(scored.get("violations") or ())
     return found
 
 

@@ -56,10 +56,9 @@ class ForkServer:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def run(self, script: str, cwd: str, result_dir: str, env: dict[str, str], limits: Limits, cuda_possible: bool,
-            driver_gone: DriverWatch) -> ProcessRun:
-        request = {"script": script, "cwd": cwd, "result_dir": result_dir, "env": env, "limits": limits.__dict__,
-                   "cuda_possible": cuda_possible}
+    def run(self, request: dict, limits: Limits, driver_gone: DriverWatch) -> ProcessRun:
+        """Run one request (a candidate `script` or a `model` to score) to its end."""
+        request = {**request, "limits": limits.__dict__}
         try:
             self.process.stdin.write(json.dumps(request).encode() + b"\n")
             self.process.stdin.flush()
@@ -69,7 +68,7 @@ class ForkServer:
         # The server may still be importing torch: the candidate's clock starts at its pid.
         pid = self._reply(_SERVER_START_S, driver_gone, child=None)["pid"]
         done = self._reply(limits.timeout_s + 30.0, driver_gone, child=pid)
-        return ProcessRun(done["returncode"], done["timed_out"], done["log_tail"], done["sandbox"])
+        return ProcessRun(done["returncode"], done["timed_out"], done["log_tail"], done["sandbox"], done["served"])
 
     def _reply(self, within_s: float, driver_gone: DriverWatch, child: int | None) -> dict:
         """The server's next message; watches the driver meanwhile, as the cold runner does."""
@@ -135,13 +134,24 @@ _servers: dict[int, ForkServer] = {}
 def run_warm(script: str, cwd: str, result_dir: str, env: dict[str, str], limits: Limits, cuda_possible: bool,
              driver_gone: DriverWatch = lambda: False) -> ProcessRun:
     """Run the script on this process's fork server; a server lost mid-run is replaced and tried once more."""
+    request = {"script": script, "cwd": cwd, "result_dir": result_dir, "env": env, "cuda_possible": cuda_possible}
+    return _on_server(request, limits, driver_gone)
+
+
+def score_warm(model: str, cwd: str, env: dict[str, str], limits: Limits, cuda_possible: bool,
+               driver_gone: DriverWatch = lambda: False) -> ProcessRun:
+    """Score an exported model in a fork of this process's fork server (see evocode.evaluation.scorer)."""
+    return _on_server({"model": model, "cwd": cwd, "env": env, "cuda_possible": cuda_possible}, limits, driver_gone)
+
+
+def _on_server(request: dict, limits: Limits, driver_gone: DriverWatch) -> ProcessRun:
     reason = ""
     for _ in range(2):
         server = _servers.get(limits.threads)
         if server is None or not server.alive():
             server = _servers[limits.threads] = ForkServer(limits.threads)
         try:
-            return server.run(script, cwd, result_dir, env, limits, cuda_possible, driver_gone)
+            return server.run(request, limits, driver_gone)
         except ServerDied as e:
             reason = str(e)
             del _servers[limits.threads]
