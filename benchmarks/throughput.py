@@ -57,6 +57,7 @@ def measure(settings: RunSettings) -> dict:
         "evaluations": len(results),
         "wall": wall,
         "overhead_median": statistics.median(overheads),
+        "scoring_median": statistics.median(r.eval_seconds for r in results if r.status == "ok"),
         "overhead_p90": overheads[min(len(overheads) - 1, int(0.9 * len(overheads)))],
         "utilization": sum(r.train_seconds for r in results) / (slots * wall),
         "per_hour": len(results) / wall * 3600,
@@ -98,11 +99,12 @@ def main() -> None:
         print(f"{mode}: {r['evaluations']} evaluations in {r['wall']:.0f} s, overhead median {r['overhead_median']:.2f} s, "
               f"utilization {r['utilization']:.0%}", flush=True)
     same = sum(runs["warm"]["scores"].get(h) == s for h, s in runs["cold"]["scores"].items())
-    rows = [[mode, str(r["evaluations"]), f"{r['wall']:.0f}", f"{r['overhead_median']:.2f}", f"{r['overhead_p90']:.2f}",
+    rows = [[mode, str(r["evaluations"]), f"{r['wall']:.0f}", f"{r['scoring_median']:.2f}", f"{r['overhead_median']:.2f}",
+             f"{r['overhead_p90']:.2f}",
              f"{r['utilization']:.0%}", *(f"{share:.0%}" for share in r["shares"].values()), f"{r['per_hour']:.0f}"]
             + ([f"{r['gpu_util']:.0f}%"] if gpus else [])
             for mode, r in runs.items()]
-    header = ["workers", "evaluations", "wall s", "overhead median s", "overhead p90 s", "utilization (training)",
+    header = ["workers", "evaluations", "wall s", "scoring median s", "overhead median s", "overhead p90 s", "utilization (training)",
               "scoring", "rest of evaluations", "idle slots", "evaluations / hour"]
     slots = config.slots
     where = f"{len(gpus)} GPU(s) × {slots.per_gpu} per GPU" if gpus else f"{slots.count} workers × {slots.threads} thread(s)"
@@ -110,8 +112,9 @@ def main() -> None:
         "## Throughput: warm fork-server workers against cold starts (`benchmarks/throughput.py`)",
         f"Command: `python benchmarks/throughput.py --population {args.population} --generations {args.generations} "
         f"--budget {args.budget} --workers {args.workers}`. Machine: {machine()}; {where}.",
-        "Overhead = an evaluation's wall time − training − scoring (process start, imports, model build, the runner's "
-        "own work); utilization = Σ training seconds ÷ (slots × the run's wall time); scoring, the rest of the evaluations "
+        "Scoring = the scorer process's time (loading the exported model, the checks, val_bpb); overhead = an "
+        "evaluation's wall time − training − scoring (process start, imports, model build, exporting the model, the "
+        "runner's own work); utilization = Σ training seconds ÷ (slots × the run's wall time); scoring, the rest of the evaluations "
         "and idle slots are the other shares of slots × wall time (idle: the driver breeding, and each phase of a "
         "generation waiting for its slowest evaluation).",
         table(header + (["GPU utilization"] if gpus else []), rows),
