@@ -79,6 +79,7 @@ class Outcome:
     trace: tuple[tuple[int, float | None], ...]
     allotted: int
     edit_counts: tuple[int, ...] = ()  # how many edits each candidate had (evocode's; random search copies them)
+    seed_bpb: float | None = None  # the seed script's score on the selection seed (evocode's run has it)
 
 
 def _score(result: EvalResult) -> float | None:
@@ -105,7 +106,7 @@ def evocode_search(method: str, seed_source: str, config: EvolveConfig, spec: Ev
     best = best_of(evaluated)
     counts = tuple(len(edits_from_json(e.candidate.genome)) for e in evaluated[1:])
     return Outcome(method, best.candidate.code, best.candidate.description, fitness(best).mean, len(trace),
-                   sum(t for t, _ in trace), time.time() - start, trace, allotted, counts)
+                   sum(t for t, _ in trace), time.time() - start, trace, allotted, counts, evaluated[0].result.val_bpb)
 
 
 def random_search(seed_source: str, evaluations: int, lengths: list[int], spec: EvalSpec, limits: Limits, workers: int,
@@ -202,7 +203,7 @@ def main() -> None:
                             rungs=args.rungs, eta=args.eta)
         outcomes = [evocode_search(name, seed_source, replace(base, **change), spec, limits) for name, change in variants.items()]
         evo = outcomes[0]
-        seed_bpb = evo.trace[0][1]  # evocode evaluates the seed first, on the selection seed
+        seed_bpb = evo.seed_bpb
         lengths = list(evo.edit_counts) or [1]
         matched = round(evo.allotted / args.budget)  # full-budget evaluations at evocode's training tokens
         outcomes += [random_search(seed_source, matched, lengths, spec, limits, args.workers, search_seed),
