@@ -29,6 +29,7 @@ from evocode.search.fidelity import brood_size, promoted, rung_budgets, screened
 from evocode.search.credit import credited, mutator_weights, trials
 from evocode.search.noise import baseline_seeds, next_round
 from evocode.search.selection import Individual, next_population, tournament
+from evocode.search.stacking import Change, helpful_changes, stack
 from evocode.settings import EvolveConfig, RunSettings, derived_timeout, rung_timeout, start_or_continue, with_timeout
 from evocode.store import Candidate, Evaluated, Reevaluation, RunStore, RungEvaluation
 
@@ -112,6 +113,7 @@ def breed(store: RunStore, settings: RunSettings, mutators: list[Mutator], popul
     known = store.code_hashes()
     seed = Genome(settings.seed_source)
     mutators, draw = credit_policy(store, config, mutators)
+    changes = helpful_changes(store.evaluated()) if config.stack else []
     brood: list[Candidate] = []
     events: list[tuple[int, str, str]] = []
     if generation == 0:
@@ -129,7 +131,7 @@ def breed(store: RunStore, settings: RunSettings, mutators: list[Mutator], popul
         if generation == 0:
             genome, origin, parents = _mutant(events, seed, mutators, rng, generation, draw(rng)), "mutation", (SEED_ID,)
         else:
-            genome, origin, parents = vary(events, seed, population, mutators, config, rng, generation, draw)
+            genome, origin, parents = vary(events, seed, population, mutators, changes, config, rng, generation, draw)
         if genome.code_hash in known:
             continue
         known.add(genome.code_hash)
@@ -152,9 +154,11 @@ def credit_policy(
 
 def vary(
     events: list[tuple[int, str, str]], seed: Genome, population: list[Individual], mutators: list[Mutator],
-    config: EvolveConfig, rng: np.random.Generator, generation: int, draw: Callable[[np.random.Generator], np.ndarray | None],
+    changes: list[Change], config: EvolveConfig, rng: np.random.Generator, generation: int,
+    draw: Callable[[np.random.Generator], np.ndarray | None],
 ) -> tuple[Genome, str, tuple[str, ...]]:
-    """One child: crossover of two tournament winners with probability cx, else a mutant of one."""
+    """One child: crossover of two tournament winners with probability cx; else, with probability stack, a
+    tournament winner with a change that helped elsewhere (evocode.search.stacking); else a mutant of one."""
     if rng.random() < config.cx and len(population) >= 2:
         # The fitter parent goes first: crossover falls back to a copy of it.
         a, b = sorted(tournament(population, 2, config.tournament, rng), key=lambda ind: ind.fitness, reverse=True)
@@ -163,6 +167,11 @@ def vary(
             events.append((generation, "crossover-fallback", f"{a.id} x {b.id}: {len(info.dropped)} edits dropped, fallback={info.fallback}"))
         return child, "crossover", (a.id, b.id)
     (parent,) = tournament(population, 1, config.tournament, rng)
+    if config.stack and rng.random() < config.stack:
+        stacked = stack(_genome(seed, parent), changes, rng)
+        if stacked is not None:
+            child, change = stacked
+            return child, "stacking", (parent.id, change.donor)
     return _mutant(events, _genome(seed, parent), mutators, rng, generation, draw(rng)), "mutation", (parent.id,)
 
 

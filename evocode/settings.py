@@ -41,6 +41,7 @@ class EvolveConfig:
     tournament: int = 3
     elite: int = 2
     cx: float = 0.3
+    stack: float = 0.5  # of the children not from crossover, the share that take on a change that helped (evocode.search.stacking)
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     gpus: tuple[str, ...] = ()
     per_gpu: int = 1
@@ -69,6 +70,8 @@ class EvolveConfig:
             raise ValueError(f"--seeds must be at least 1 and --precision at least 0, got {self.seeds} and {self.precision}")
         if not 0.0 <= self.cx <= 1.0:
             raise ValueError(f"--cx is a probability between 0 and 1, got {self.cx}")
+        if not 0.0 <= self.stack <= 1.0:
+            raise ValueError(f"--stack is a probability between 0 and 1, got {self.stack}")
         if self.rungs < 1 or self.eta < 2:
             raise ValueError(f"--rungs must be at least 1 and --eta at least 2, got {self.rungs} and {self.eta}")
         if self.executor not in EXECUTORS:
@@ -125,7 +128,9 @@ class RunSettings:
 
     @classmethod
     def from_json(cls, d: dict) -> "RunSettings":
-        config = EvolveConfig(**{**d["config"], "mutators": tuple(d["config"]["mutators"]), "gpus": tuple(d["config"]["gpus"])})
+        # A run stored before stacking existed never stacked: it resumes as it was made.
+        config = EvolveConfig(**{"stack": 0.0, **d["config"], "mutators": tuple(d["config"]["mutators"]),
+                                 "gpus": tuple(d["config"]["gpus"])})
         return cls(**{**d, "config": config, "spec": EvalSpec(**d["spec"]), "limits": Limits(**d["limits"])})
 
 

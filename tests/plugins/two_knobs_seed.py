@@ -1,0 +1,42 @@
+"""A bigram model with two independent constants set badly: the seed of the stacking tests.
+
+The bigram table and the unigram bias each have their own learning rate,
+both far too high; lowering either helps at a tiny budget, and lowering both
+helps more.
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from evocode import harness
+
+TABLE_LR = 20.0
+BIAS_LR = 20.0
+
+
+class Bigram(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.table = nn.Embedding(harness.vocab_size, harness.vocab_size)
+        self.bias = nn.Parameter(torch.zeros(harness.vocab_size))
+
+    def forward(self, idx):
+        return self.table(idx) + self.bias
+
+
+def main():
+    model = Bigram().to(harness.device)
+    optimizer = torch.optim.Adam([{"params": [model.table.weight], "lr": TABLE_LR},
+                                  {"params": [model.bias], "lr": BIAS_LR}])
+    for x, y in harness.batches(8, 32):
+        logits = model(x)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    harness.finish(model)
+
+
+if __name__ == "__main__":
+    main()
