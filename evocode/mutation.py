@@ -160,6 +160,10 @@ def _error_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {first[0] if first else ''}".rstrip(": ")
 
 
+# How often a mutator may propose again when it drew a site this mutation already edited.
+_SITE_TRIES = 3
+
+
 def mutate(
     genome: Genome, mutators: Sequence[Mutator], rng: np.random.Generator, n_edits: int = 1,
     weights: Sequence[float] | None = None,
@@ -168,6 +172,9 @@ def mutate(
 
     The order is uniform, or drawn without replacement with probabilities
     proportional to ``weights`` (one per mutator, e.g. from what helped so far).
+    The edits of one mutation are at distinct sites: a second edit where the
+    first one acted would only overwrite it (label smoothing 0 → 0.2 → 0.1) or
+    undo it, an evaluation spent on one change described as several.
     Deterministic given the generator's state and the order of ``mutators``.
     Fewer edits come back only when no mutator has a site that changes the program.
     """
@@ -178,7 +185,11 @@ def mutate(
             mutator = mutators[int(index)]
             try:
                 edit = mutator.propose(program, rng)
-                if edit is None:
+                for _ in range(_SITE_TRIES):  # a mutator with several sites may have drawn a taken one
+                    if not _taken(edit, edits):
+                        break
+                    edit = mutator.propose(program, rng)
+                if edit is None or _taken(edit, edits):
                     continue
                 child = _checked(program, edit, mutator)
             # A plugin can fail in any way; a failing mutator is reported and skipped, never fatal.
@@ -193,6 +204,10 @@ def mutate(
         else:
             break
     return MutationOutcome(genome.with_edits(*edits, code=source), tuple(edits), tuple(failures))
+
+
+def _taken(edit: object, edits: list[Edit]) -> bool:
+    return isinstance(edit, Edit) and any(edit.site == e.site for e in edits)
 
 
 def _order(n: int, rng: np.random.Generator, weights: Sequence[float] | None) -> np.ndarray:

@@ -74,6 +74,13 @@ def test_mutation_keeps_the_parents_edits_and_adds_new_ones():
     assert child.edits[:1] == parent.edits and len(child.edits) == 2
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_the_edits_of_one_mutation_are_at_distinct_sites(seed):
+    weights = np.eye(len(BUILTINS))[seed % len(BUILTINS)] + 1e-3  # even when one mutator is nearly always tried first
+    edits = mutate(Genome(SEED), BUILTINS, np.random.default_rng(seed), n_edits=4, weights=weights).edits
+    assert len(edits) == 4 and len({e.site for e in edits}) == 4, [e.description for e in edits]
+
+
 def test_no_edit_comes_back_when_no_mutator_has_a_site():
     outcome = mutate(Genome("print('hello')\n"), BUILTINS, np.random.default_rng(0))
     assert outcome.edits == () and outcome.failures == () and outcome.genome == Genome("print('hello')\n")
@@ -91,8 +98,9 @@ def test_no_edit_comes_back_when_no_mutator_has_a_site():
 def test_a_failing_mutator_is_skipped_with_a_warning_naming_it(name, error, caplog):
     bad = load_spec(f"{PLUGINS / 'misbehaving.py'}:{''.join(p.title() for p in name.split('_'))}").mutator
     with caplog.at_level(logging.WARNING, logger="evocode.mutation"):
-        outcome = mutate(Genome(SEED), [bad, *load_mutators(["dropout"])], np.random.default_rng(0), n_edits=2)
-    assert [e.mutator for e in outcome.edits] == ["dropout", "dropout"]
+        outcome = mutate(Genome(SEED), [bad, *load_mutators(["dropout", "scale_constant"])], np.random.default_rng(0), n_edits=3,
+                         weights=[1.0, 1e-6, 1e-6])  # the bad one is tried first
+    assert len(outcome.edits) == 3 and {e.mutator for e in outcome.edits} <= {"dropout", "scale_constant"}
     assert outcome.failures and all(f.mutator == name and error in f.error for f in outcome.failures)
     assert f"mutator {name} skipped" in caplog.text
 
