@@ -271,6 +271,7 @@ def format_result(result: EvalResult) -> str:
         ("status", result.status),
         ("val_bpb", "-" if result.val_bpb is None else f"{result.val_bpb:.6f}"),
         ("training_seconds", f"{result.train_seconds:.1f}"),
+        ("scoring_seconds", f"{result.scoring_seconds:.1f}"),
         ("total_seconds", f"{result.wall_seconds:.1f}"),
         ("peak_memory_mb", f"{result.peak_memory_mb:.1f}"),
         ("num_tokens", f"{result.tokens}/{result.budget}"),
