@@ -33,7 +33,8 @@ def main() -> None:
     assert all(r.status == "ok" for r in results), [r.reason for r in results]
     parts = {
         "training": [r.train_seconds for r in results],
-        "rest of the evaluation (start, build)": [r.wall_seconds - r.train_seconds - r.scoring_seconds for r in results],
+        "rest of the evaluation (start, build)": [r.wall_seconds - r.train_seconds - r.scoring_seconds
+                                                  for r in results],
         "export (in the candidate)": [r.export_seconds for r in results],
         "scorer process": [r.eval_seconds for r in results],
         "wall": [r.wall_seconds for r in results],

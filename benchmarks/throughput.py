@@ -54,7 +54,8 @@ def measure(settings: RunSettings) -> dict:
     return {
         # Where the slots' time went: training, scoring, the rest of each evaluation, and no evaluation at all.
         "shares": {"scoring": sum(r.scoring_seconds for r in results) / capacity,
-                   "rest of evaluation": sum(r.wall_seconds - r.train_seconds - r.scoring_seconds for r in results) / capacity,
+                   "rest of evaluation": sum(r.wall_seconds - r.train_seconds - r.scoring_seconds
+                                             for r in results) / capacity,
                    "idle": 1 - sum(r.wall_seconds for r in results) / capacity},
         "evaluations": len(results),
         "wall": wall,
@@ -116,9 +117,10 @@ def main() -> None:
         f"--budget {args.budget} --workers {args.workers}`. Machine: {machine()}; {where}.",
         "Scoring = exporting the trained model in the candidate's process (done only to be scored) + the scorer "
         "process's time (loading the exported model, the checks, val_bpb); overhead = an evaluation's wall time − "
-        "training − scoring (process start, imports, model build, the runner's own work); utilization = Σ training seconds ÷ (slots × the run's wall time); scoring, the rest of the evaluations "
-        "and idle slots are the other shares of slots × wall time (idle: the driver breeding, and each phase of a "
-        "generation waiting for its slowest evaluation).",
+        "training − scoring (process start, imports, model build, the runner's own work); utilization = Σ training "
+        "seconds ÷ (slots × the run's wall time); scoring, the rest of the evaluations and idle slots are the other "
+        "shares of slots × wall time (idle: the driver breeding, and each phase of a generation waiting for its "
+        "slowest evaluation).",
         table(header + (["GPU utilization"] if gpus else []), rows),
         f"Warm over cold: **{runs['cold']['wall'] / runs['warm']['wall']:.2f}×** the evaluations per hour. "
         f"Same programs in both runs, {same} of {len(runs['cold']['scores'])} with the identical score.",

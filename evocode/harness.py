@@ -188,7 +188,7 @@ def _export(model: torch.nn.Module, path: Path) -> None:
     rows, length = export_shape(_spec)
     example = torch.randint(0, vocab_size, (rows, length), generator=torch.Generator().manual_seed(0)).to(device)
     model.eval()
-    # The scorer drops every node's metadata unread: recording the source line behind each node costs about 50 ms for nothing.
+    # The scorer drops node metadata unread: recording the source line behind each node costs about 50 ms for nothing.
     torch.fx.config.do_not_emit_stack_traces = True
     torch.export.save(torch.export.export(model, (example,), strict=False), str(path))
 

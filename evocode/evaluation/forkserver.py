@@ -47,7 +47,7 @@ import torch.optim  # noqa: F401
 
 import torch._export.serde.serialize  # noqa: F401  (what the scorer loads an export with)
 import torch.export  # noqa: F401
-import torch.export._trace  # noqa: F401  (what harness.finish exports with: a fifth of a second, once per candidate otherwise)
+import torch.export._trace  # noqa: F401  (what harness.finish exports with: 0.2 s once per candidate otherwise)
 
 from evocode.data import corpus_of
 from evocode.evaluation import scorer

@@ -50,7 +50,7 @@ class EvalResult:
     budget: int = 0
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
-    # Exporting the trained model inside the candidate's process, for the scorer (0.0 in records made before it was kept).
+    # Exporting the trained model in the candidate's process, for the scorer (0.0 in records from before it was kept).
     export_seconds: float = 0.0
     wall_seconds: float = 0.0
     peak_memory_mb: float = 0.0
