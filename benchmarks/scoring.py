@@ -1,5 +1,6 @@
 """What trusted scoring costs per candidate: the seed evaluated warm, its time split into training, the rest of the
-candidate's process (model build, exporting the model) and the scorer process (loading the export, the checks, val_bpb).
+candidate's process (process start, model build), the export (in the candidate's process, made only to be scored) and
+the scorer process (loading the export, the checks, val_bpb).
 
 The first evaluation starts the worker's fork server and is left out.
 
@@ -32,14 +33,16 @@ def main() -> None:
     assert all(r.status == "ok" for r in results), [r.reason for r in results]
     parts = {
         "training": [r.train_seconds for r in results],
-        "rest of the candidate (build, export)": [r.wall_seconds - r.train_seconds - r.eval_seconds for r in results],
+        "rest of the evaluation (start, build)": [r.wall_seconds - r.train_seconds - r.scoring_seconds
+                                                  for r in results],
+        "export (in the candidate)": [r.export_seconds for r in results],
         "scorer process": [r.eval_seconds for r in results],
         "wall": [r.wall_seconds for r in results],
     }
     rows = [[name, f"{statistics.median(v):.2f}", f"{100 * statistics.median(v) / statistics.median(parts['wall']):.0f}%"]
             for name, v in parts.items()]
     body = "\n\n".join([
-        "## Trusted scoring: what the scorer process costs per candidate (`benchmarks/scoring.py`)",
+        "## Trusted scoring: what the export and the scorer process cost per candidate (`benchmarks/scoring.py`)",
         f"Command: `python benchmarks/scoring.py --budget {args.budget} --runs {args.runs}`. Machine: {machine()}; "
         f"one worker, one thread; the seed script, warm; medians of {args.runs} evaluations (val_bpb {results[0].val_bpb:.4f}, "
         "the same each time).",

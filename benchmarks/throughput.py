@@ -2,9 +2,11 @@
 
 Runs the same evolution twice, warm and cold, with the same seed (so the
 same programs and, on a CPU, the same scores), and reports per candidate the
-overhead (wall − training − scoring: process start, imports, building the
-model, the runner's own work), the workers' utilization (Σ training seconds
-÷ (slots × wall)) and evaluations per hour. With GPUs, GPU utilization is
+cost of scoring (exporting the trained model in the candidate's process, which
+is done only to be scored, plus the scorer process), the overhead (wall −
+training − scoring: process start, imports, building the model, the runner's
+own work), the workers' utilization (Σ training seconds ÷ (slots × wall)) and
+evaluations per hour. With GPUs, GPU utilization is
 sampled with nvidia-smi during each run.
 
     python benchmarks/throughput.py [--population 8] [--generations 4] [--budget 400000] [--workers CORES]
@@ -46,18 +48,19 @@ def measure(settings: RunSettings) -> dict:
         wall = time.perf_counter() - started
     gpu_util = _gpu_utilization(sampler) if sampler else None
     results = [r for e in evaluated for r in (e.result, *e.reevaluations)]
-    overheads = sorted(r.wall_seconds - r.train_seconds - r.eval_seconds for r in results if r.status == "ok")
+    overheads = sorted(r.wall_seconds - r.train_seconds - r.scoring_seconds for r in results if r.status == "ok")
     slots = settings.config.slots.count
     capacity = slots * wall
     return {
         # Where the slots' time went: training, scoring, the rest of each evaluation, and no evaluation at all.
-        "shares": {"scoring": sum(r.eval_seconds for r in results) / capacity,
-                   "rest of evaluation": sum(r.wall_seconds - r.train_seconds - r.eval_seconds for r in results) / capacity,
+        "shares": {"scoring": sum(r.scoring_seconds for r in results) / capacity,
+                   "rest of evaluation": sum(r.wall_seconds - r.train_seconds - r.scoring_seconds
+                                             for r in results) / capacity,
                    "idle": 1 - sum(r.wall_seconds for r in results) / capacity},
         "evaluations": len(results),
         "wall": wall,
         "overhead_median": statistics.median(overheads),
-        "scoring_median": statistics.median(r.eval_seconds for r in results if r.status == "ok"),
+        "scoring_median": statistics.median(r.scoring_seconds for r in results if r.status == "ok"),
         "overhead_p90": overheads[min(len(overheads) - 1, int(0.9 * len(overheads)))],
         "utilization": sum(r.train_seconds for r in results) / (slots * wall),
         "per_hour": len(results) / wall * 3600,
@@ -112,11 +115,12 @@ def main() -> None:
         "## Throughput: warm fork-server workers against cold starts (`benchmarks/throughput.py`)",
         f"Command: `python benchmarks/throughput.py --population {args.population} --generations {args.generations} "
         f"--budget {args.budget} --workers {args.workers}`. Machine: {machine()}; {where}.",
-        "Scoring = the scorer process's time (loading the exported model, the checks, val_bpb); overhead = an "
-        "evaluation's wall time − training − scoring (process start, imports, model build, exporting the model, the "
-        "runner's own work); utilization = Σ training seconds ÷ (slots × the run's wall time); scoring, the rest of the evaluations "
-        "and idle slots are the other shares of slots × wall time (idle: the driver breeding, and each phase of a "
-        "generation waiting for its slowest evaluation).",
+        "Scoring = exporting the trained model in the candidate's process (done only to be scored) + the scorer "
+        "process's time (loading the exported model, the checks, val_bpb); overhead = an evaluation's wall time − "
+        "training − scoring (process start, imports, model build, the runner's own work); utilization = Σ training "
+        "seconds ÷ (slots × the run's wall time); scoring, the rest of the evaluations and idle slots are the other "
+        "shares of slots × wall time (idle: the driver breeding, and each phase of a generation waiting for its "
+        "slowest evaluation).",
         table(header + (["GPU utilization"] if gpus else []), rows),
         f"Warm over cold: **{runs['cold']['wall'] / runs['warm']['wall']:.2f}×** the evaluations per hour. "
         f"Same programs in both runs, {same} of {len(runs['cold']['scores'])} with the identical score.",

@@ -6,9 +6,11 @@ steps, so a whole run takes seconds.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -106,6 +108,22 @@ def test_the_command_in_best_py_reproduces_the_best_score_exactly(reference_run)
 def test_the_same_seed_gives_the_same_run(reference_run, tiny_spec, tmp_path):
     run(settings(tiny_spec), tmp_path)
     assert history(tmp_path) == history(reference_run)
+
+
+def test_a_store_from_before_export_times_were_kept_reads_back_with_them_zero(reference_run, tmp_path):
+    with RunStore.reader(reference_run) as store:
+        current = store.results()
+    assert all(r.export_seconds > 0 for r in current.values() if r.status == "ok")
+    old = tmp_path / "old"
+    shutil.copytree(reference_run, old)
+    with sqlite3.connect(old / "evocode.db") as db:
+        for rowid, result in db.execute("SELECT rowid, result FROM evaluations").fetchall():
+            record = json.loads(result)
+            del record["export_seconds"]
+            db.execute("UPDATE evaluations SET result = ? WHERE rowid = ?", (json.dumps(record), rowid))
+    with RunStore.reader(old) as store:
+        read = store.results()
+    assert read == {cid: replace(r, export_seconds=0.0) for cid, r in current.items()}
 
 
 def test_another_seed_gives_another_run(reference_run, tiny_spec, tmp_path):

@@ -38,6 +38,14 @@ def test_the_seed_trains_and_gets_a_finite_score(seed_source, tiny_spec, limits)
     assert "status:           exported" in result.log_tail
 
 
+def test_the_export_is_timed_apart_from_training_and_counted_with_scoring(seed_source, tiny_spec, limits):
+    result = run(seed_source, tiny_spec, limits)
+    assert result.status == "ok", result.reason + result.log_tail
+    assert result.export_seconds > 0 and result.eval_seconds > 0
+    assert result.scoring_seconds == result.export_seconds + result.eval_seconds
+    assert result.train_seconds + result.scoring_seconds < result.wall_seconds
+
+
 def test_same_program_and_seed_give_the_identical_score_and_another_seed_a_close_one(seed_source, tiny_spec, limits):
     first = run(seed_source, tiny_spec, limits, seed=1)
     again = run(seed_source, tiny_spec, limits, seed=1)

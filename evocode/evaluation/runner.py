@@ -50,6 +50,8 @@ class EvalResult:
     budget: int = 0
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
+    # Exporting the trained model in the candidate's process, for the scorer (0.0 in records from before it was kept).
+    export_seconds: float = 0.0
     wall_seconds: float = 0.0
     peak_memory_mb: float = 0.0
     num_params: int = 0
@@ -60,6 +62,11 @@ class EvalResult:
     # "landlock ABI N", "none: <why Landlock is missing>", or "off" when not asked for.
     sandbox: str = ""
     log_tail: str = field(default="", repr=False)
+
+    @property
+    def scoring_seconds(self) -> float:
+        """What trusted scoring costs this evaluation: the export (made only to be scored) and the scorer process."""
+        return self.export_seconds + self.eval_seconds
 
     def as_dict(self) -> dict:
         return {**asdict(self), "violations": list(self.violations)}
@@ -228,7 +235,7 @@ def _judge_record(record: dict, fingerprint: str, budget: int) -> tuple[str, str
 
 def _measurements(record: dict) -> dict:
     """What the candidate says of its own training: shown, never used to select (the score is the scorer's)."""
-    keys = ("train_seconds", "peak_memory_mb", "num_params", "device")
+    keys = ("train_seconds", "export_seconds", "peak_memory_mb", "num_params", "device")
     found = {k: record[k] for k in keys if k in record}
     found["violations"] = tuple(record.get("violations") or ())
     return found
@@ -264,6 +271,7 @@ def format_result(result: EvalResult) -> str:
         ("status", result.status),
         ("val_bpb", "-" if result.val_bpb is None else f"{result.val_bpb:.6f}"),
         ("training_seconds", f"{result.train_seconds:.1f}"),
+        ("scoring_seconds", f"{result.scoring_seconds:.1f}"),
         ("total_seconds", f"{result.wall_seconds:.1f}"),
         ("peak_memory_mb", f"{result.peak_memory_mb:.1f}"),
         ("num_tokens", f"{result.tokens}/{result.budget}"),

@@ -101,8 +101,11 @@ def _judged(program, spec: EvalSpec) -> dict:
     windows = validation_windows(spec)
     try:
         with torch.no_grad():
-            violations = check_integrity(model, _batch(windows, 0, rows)[:, :-1].to(device))
-            val_bpb = None if violations else validation_bpb(model, windows, rows, device)
+            # The checks run on the first validation batch, whose logits the validation loss then reuses.
+            x = _batch(windows, 0, rows)[:, :-1].to(device)
+            first = logits(model, x)
+            violations = check_integrity(model, x, first)
+            val_bpb = None if violations else validation_bpb(model, windows, rows, device, first)
     except IntegrityError as e:
         violations, val_bpb = [str(e)], None
     if violations:
@@ -280,17 +283,17 @@ def _same(a, b) -> bool:
     return bool(torch.allclose(a, b, rtol=_TOLERANCE, atol=_TOLERANCE * scale))
 
 
-def check_integrity(model, x) -> list[str]:
+def check_integrity(model, x, base) -> list[str]:
     """Logits at a position may depend only on tokens at or before it, and only on its own row.
 
-    For each cut point the tokens from the cut on are replaced by others and
-    the logits before the cut must not move; then every row but the first is
-    replaced and the first row's logits must not move.
+    base: the model's logits on x. For each cut point the tokens from the cut
+    on are replaced by others and the logits before the cut must not move;
+    then every row but the first is replaced and the first row's logits must
+    not move.
     """
     import torch
 
     found = []
-    base = logits(model, x)
     if not bool(torch.isfinite(base).all()):
         return found  # a diverged model cannot be judged; its validation loss reports it as nan
     length = x.shape[1]
@@ -307,15 +310,19 @@ def check_integrity(model, x) -> list[str]:
     return found
 
 
-def validation_bpb(model, windows, rows: int, device) -> float:
-    """Bits per byte over all windows, run in batches of the fixed shape (the last one padded, its padding not counted)."""
+def validation_bpb(model, windows, rows: int, device, first) -> float:
+    """Bits per byte over all windows, run in batches of the fixed shape (the last one padded, its padding not counted).
+
+    first: the model's logits on the first batch, computed once for the integrity checks.
+    """
     import torch
 
     nats, count = 0.0, 0
     for start in range(0, len(windows), rows):
         chunk = _batch(windows, start, rows).to(device)
         real = min(rows, len(windows) - start)
-        logp = torch.log_softmax(logits(model, chunk[:, :-1]), dim=-1)[:real]
+        out = first if start == 0 else logits(model, chunk[:, :-1])
+        logp = torch.log_softmax(out, dim=-1)[:real]
         nats -= float(logp.gather(-1, chunk[:real, 1:, None]).sum())
         count += chunk[:real, 1:].numel()
     return nats / count / math.log(2)
