@@ -8,7 +8,6 @@ either helps, and a program that takes the other's change helps more.
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
