@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from evocode.genome import Edit
-from evocode.mutation import Mutator, pick
+from evocode.mutation import FOLLOW, Mutator, Step, pick
 from evocode.program import Program
 from evocode.spec import DEFAULT_CONTEXT_LENGTH
 from mutators.constants import matching_constants
@@ -16,7 +16,8 @@ SEQUENCE = r"^(SEQ_LEN|SEQUENCE_LENGTH|BLOCK_SIZE)$"
 
 class BatchSize(Mutator):
     """At a fixed token budget, a smaller batch means more, noisier steps and a larger one fewer, cleaner steps:
-    halving or doubling the batch tests which the script is short of."""
+    halving or doubling the batch tests which the script is short of. Where a direction is advised (its
+    ``steps``), it usually goes that way."""
 
     name = "batch_size"
     category = "data"
@@ -27,7 +28,9 @@ class BatchSize(Mutator):
             return None
         name, value = sites[0]
         options = [v for v in (value // 2, value * 2) if v >= 1 and v != value]
-        new = pick(rng, options)
+        direction = self.steps.get(name, Step()).direction
+        onward = [v for v in options if (v - value) * direction > 0]
+        new = pick(rng, onward if onward and rng.random() < FOLLOW else options)
         return self.edit(name, str(new), f"{name} {value} → {new}")
 
 

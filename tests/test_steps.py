@@ -19,6 +19,7 @@ from evocode.search.steps import GROW, MAX_SCALE, MIN_SCALE, SHRINK, log_step, s
 from evocode.settings import EvolveConfig, RunSettings
 from evocode.store import RunStore
 from mutators.constants import CountConstant, ScaleConstant
+from mutators.data import BatchSize
 
 BAD_LR_SEED = REPO / "tests" / "plugins" / "bad_lr_seed.py"
 
@@ -27,7 +28,13 @@ def test_the_scale_grows_after_a_step_that_helped_and_shrinks_after_one_that_did
     assert step_sizes([("LR", -1.0, True)]) == {"LR": Step(GROW, -1)}
     assert step_sizes([("LR", -1.0, True), ("LR", 0.5, False)]) == {"LR": Step(GROW * SHRINK, -1)}, \
         "a failed step keeps the direction that helped"
-    assert step_sizes([("LR", 1.0, True), ("STD", 1.0, False)])["STD"] == Step(SHRINK, 0), "each constant has its own"
+    assert step_sizes([("LR", 1.0, True), ("STD", 1.0, False)])["STD"] == Step(SHRINK, -1), "each constant has its own"
+
+
+def test_until_a_step_has_helped_the_advice_turns_around_after_each_step_that_did_not():
+    assert step_sizes([("BATCH_SIZE", 1.0, False)])["BATCH_SIZE"].direction == -1, "doubling hurt: try halving"
+    assert step_sizes([("BATCH_SIZE", 1.0, False), ("BATCH_SIZE", -1.0, False)])["BATCH_SIZE"].direction == 1
+    assert step_sizes([("LR", -1.0, True), ("LR", -0.5, False)])["LR"].direction == -1, "what helped still leads"
 
 
 def test_the_scale_stays_within_its_bounds_and_settles_where_one_try_in_five_helps():
@@ -68,6 +75,14 @@ def test_advice_points_count_constant_the_way_that_helped_and_leaves_the_origina
     down = np.mean([int(advised.propose(program, rng).code) < 4 for _ in range(400)])
     assert down > 0.7
     assert dict(plain.steps) == {}, "advice goes to a copy"
+
+
+def test_advice_points_batch_size_the_way_it_says():
+    program = Program("BATCH_SIZE = 16\n")
+    advised = BatchSize().advised({"BATCH_SIZE": Step(1.0, -1)})
+    rng = np.random.default_rng(0)
+    halved = np.mean([int(advised.propose(program, rng).code) == 8 for _ in range(400)])
+    assert 0.7 < halved < 0.95, "mostly, not always, the advised way"
 
 
 def test_a_run_learns_to_step_the_bad_learning_rate_down_and_further(tiny_spec, tmp_path):

@@ -9,7 +9,10 @@ of evolution strategies: it grows ×GROW after a try that helped and shrinks
 ×SHRINK after one that did not, so it settles where about one try in five
 helps, large while large moves keep paying and small once they stop. The
 direction of the latest step that helped is followed with probability
-FOLLOW (see the mutators that read it, e.g. mutators.constants.ScaleConstant).
+FOLLOW (see the mutators that read it, e.g. mutators.constants.ScaleConstant);
+until a step has helped, the advised direction is the opposite of the latest
+step that did not (a batch that hurt when doubled is tried halved next),
+as a line search turns around.
 
 Like credit, steps are derived from the stored evaluations, never stored
 beside them, so a resumed or replayed run draws the same steps.
@@ -52,10 +55,13 @@ def module_number(code: str, name: str) -> float | None:
 def step_sizes(tries: Sequence[tuple[str, float, bool]]) -> dict[str, Step]:
     """Per constant, the step advice after its tries (constant, log2 step, helped), in the order they were made."""
     advice: dict[str, Step] = {}
+    helped_before: set[str] = set()
     for site, step, helped in tries:
         current = advice.get(site, Step())
+        way = 1 if step > 0 else -1
         if helped:
-            advice[site] = Step(min(MAX_SCALE, current.scale * GROW), 1 if step > 0 else -1)
+            advice[site] = Step(min(MAX_SCALE, current.scale * GROW), way)
+            helped_before.add(site)
         else:
-            advice[site] = Step(max(MIN_SCALE, current.scale * SHRINK), current.direction)
+            advice[site] = Step(max(MIN_SCALE, current.scale * SHRINK), current.direction if site in helped_before else -way)
     return advice
