@@ -21,7 +21,8 @@ from evocode.evaluation.runner import EvalResult, Limits
 from evocode.evolve import evolve
 from evocode.genome import Edit, Genome, edits_to_json
 from evocode.mutation import load_mutators
-from evocode.search.credit import EXPLORATION_FLOOR, Trial, mutator_weights, new_edits, trials, what_helped_rows
+from evocode.program import Program
+from evocode.search.credit import EXPLORATION_FLOOR, Trial, credited, mutator_weights, new_edits, trials, what_helped_rows
 from evocode.settings import EvolveConfig, RunSettings
 from evocode.store import Candidate, Evaluated, RunStore
 
@@ -32,7 +33,8 @@ LR_MUTATORS = tuple(f"{PLUGINS / 'learning_rate.py'}:{name}" for name in ("Lower
 def bad_lr_run_with(mutators: tuple[str, ...], spec, run_dir: Path) -> Path:
     """A short run on bad_lr_seed.py with these mutators; one seed per candidate and every child a fresh mutant: these
     tests are about credit, not noise or recombination."""
-    config = EvolveConfig(population=4, generations=2, elite=1, cx=0.0, stack=0.0, workers=2, seed=0, mutators=mutators, seeds=1)
+    config = EvolveConfig(population=4, generations=2, elite=1, cx=0.0, stack=0.0, workers=2, seed=0,
+                          mutators=mutators, seeds=1)
     settings = RunSettings((PLUGINS / "bad_lr_seed.py").read_text(), "bad_lr_seed.py", config, spec, Limits(threads=1))
     evolve(settings, run_dir, load_mutators(list(mutators)))
     return run_dir
@@ -57,9 +59,12 @@ def test_the_mutator_that_helps_is_drawn_more_often_than_the_one_that_hurts(bad_
     assert drawn["lower_learning_rate"] > 2 * drawn["raise_learning_rate"], drawn
 
 
-def test_a_mutator_acts_more_often_at_the_site_where_it_helped(tiny_spec, tmp_path):
-    run_dir = bad_lr_run_with((f"{PLUGINS / 'learning_rate.py'}:HalveAConstant",), tiny_spec, tmp_path)
-    sites = Counter(t.site for t in new_edits_after_generation_0(run_dir))
+def test_a_mutator_acts_more_often_at_the_site_where_it_helped():
+    halve = load_mutators([f"{PLUGINS / 'learning_rate.py'}:HalveAConstant"])
+    evidence = [Trial("halve_a_constant", "LEARNING_RATE", 0.5)] * 3 + [Trial("halve_a_constant", "UNUSED_SCALE", 0.0)] * 3
+    (mutator,) = credited(halve, evidence)
+    program, rng = Program((PLUGINS / "bad_lr_seed.py").read_text()), np.random.default_rng(0)
+    sites = Counter(mutator.propose(program, rng).site for _ in range(400))
     assert sites["LEARNING_RATE"] > 2 * sites["UNUSED_SCALE"], sites
 
 

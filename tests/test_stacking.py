@@ -1,8 +1,8 @@
 """Stacking: a change that helped one program is added, whole, to another that lacks it.
 
-The end-to-end test is a real run at a tiny budget on a script with two
-learning rates, both far too high, and one plugin mutator for each: lowering
-either helps, and a program that takes the other's change helps more.
+The end-to-end test is a real run at a tiny budget on a script with three
+learning rates, all far too high, and one plugin mutator for each: lowering
+any helps, and a program that takes another's change helps more.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from evocode.store import Candidate, Evaluated
 
 SEED = "A = 1\nB = 1\nC = 1\n"
 PLUGINS = REPO / "tests" / "plugins"
-RATE_MUTATORS = tuple(f"{PLUGINS / 'two_knobs.py'}:{name}" for name in ("LowerTheTableRate", "LowerTheBiasRate"))
+RATE_MUTATORS = tuple(f"{PLUGINS / 'three_rates.py'}:{name}"
+                      for name in ("LowerTheTableRate", "LowerTheBiasRate", "LowerTheScaleRate"))
 
 
 def edit(site: str, value: str) -> Edit:
@@ -74,7 +75,8 @@ def test_the_change_is_drawn_in_proportion_to_how_much_it_helped():
 def stacked_run(tiny_spec, tmp_path_factory) -> list[Evaluated]:
     config = EvolveConfig(population=4, generations=1, elite=1, cx=0.0, stack=1.0, workers=2, seed=2, mutators=RATE_MUTATORS,
                           seeds=1)
-    settings = RunSettings((PLUGINS / "two_knobs_seed.py").read_text(), "two_knobs_seed.py", config, tiny_spec, Limits(threads=1))
+    settings = RunSettings((PLUGINS / "three_rates_seed.py").read_text(), "three_rates_seed.py", config, tiny_spec,
+                           Limits(threads=1))
     return evolve(settings, tmp_path_factory.mktemp("stacked"), load_mutators(list(RATE_MUTATORS)))
 
 
@@ -93,4 +95,3 @@ def test_two_changes_that_each_helped_help_more_together(stacked_run):
     for child in (e for e in stacked_run if e.candidate.origin == "stacking"):
         parent, donor = (by_id[p] for p in child.candidate.parents)
         assert child.result.val_bpb < min(parent.result.val_bpb, donor.result.val_bpb)
-        assert {e.site for e in edits_from_json(child.candidate.genome)} == {"TABLE_LR", "BIAS_LR"}

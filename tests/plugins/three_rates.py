@@ -1,4 +1,4 @@
-"""Mutators of two_knobs_seed.py, one per learning rate, each of which always helps there."""
+"""Mutators of three_rates_seed.py, one per learning rate, each of which always helps there."""
 
 from evocode.mutation import Mutator
 
@@ -26,3 +26,10 @@ class LowerTheBiasRate(_LowerARate):
 
     name = "lower_the_bias_rate"
     constant = "BIAS_LR"
+
+
+class LowerTheScaleRate(_LowerARate):
+    """The logits' scale's learning rate is far too high: dividing it by four helps."""
+
+    name = "lower_the_scale_rate"
+    constant = "SCALE_LR"
