@@ -8,7 +8,9 @@ edit is the child's one new edit: with several, the pair cannot say which
 one made the difference (a useless edit riding along with a good one would
 be credited with its gain). A child that failed (crash, timeout, ...) is a
 try that did not improve. Crossover children are not credited: what changed
-is a recombination, not a mutator's edit.
+is a recombination, not a mutator's edit; nor are stacked children
+(evocode.search.stacking): their change was chosen for having helped
+already, so counting it again would inflate its mutator's share.
 
 Credit is derived from the stored evaluations and lineage, never stored
 beside them, so a resumed run computes exactly the credit the uninterrupted
