@@ -112,8 +112,9 @@ def breed(store: RunStore, settings: RunSettings, mutators: list[Mutator], popul
     rng = np.random.default_rng([config.seed, generation])
     known = store.code_hashes()
     seed = Genome(settings.seed_source)
-    mutators, draw = credit_policy(store, config, mutators)
-    changes = helpful_changes(store.evaluated()) if config.stack else []
+    evaluated = store.evaluated()
+    mutators, draw = credit_policy(evaluated, config, mutators)
+    changes = helpful_changes(evaluated) if config.stack else []
     brood: list[Candidate] = []
     events: list[tuple[int, str, str]] = []
     if generation == 0:
@@ -141,13 +142,13 @@ def breed(store: RunStore, settings: RunSettings, mutators: list[Mutator], popul
 
 
 def credit_policy(
-    store: RunStore, config: EvolveConfig, mutators: list[Mutator],
+    evaluated: list[Evaluated], config: EvolveConfig, mutators: list[Mutator],
 ) -> tuple[list[Mutator], Callable[[np.random.Generator], np.ndarray | None]]:
     """The mutators (choosing their sites, and sizing their numeric steps, by credit) and how each mutant weighs
     them: by the credit of every pair evaluated so far, or, when credit is off, the mutators as they are, uniformly."""
     if not config.credit:
         return mutators, lambda rng: None
-    evidence = trials(store.evaluated())
+    evidence = trials(evaluated)
     names = [m.name for m in mutators]
     return credited(mutators, evidence, config.adaptive_steps), lambda rng: mutator_weights(names, evidence, rng)
 

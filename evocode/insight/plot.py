@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evocode.genome import edits_from_json
 from evocode.insight.lineage import new_edits
 from evocode.outputs import tsv_rows
+from evocode.search.credit import new_edits as added_to
 from evocode.store import Evaluated
 
 # Annotations longer than this are cut: the plot shows which edits, best.diff shows them whole.
@@ -26,8 +26,7 @@ def _what_it_tried(by_id: dict[str, Evaluated], e: Evaluated) -> str:
     if added:
         return added
     if e.candidate.origin == "stacking":  # its new edits came from its donor: they are what it tried here
-        inherited = set(edits_from_json(by_id[e.candidate.parents[0]].candidate.genome))
-        return "+ " + "; ".join(edit.description for edit in edits_from_json(e.candidate.genome) if edit not in inherited)
+        return "+ " + "; ".join(edit.description for edit in added_to(by_id[e.candidate.parents[0]], e))
     if e.candidate.origin == "crossover":
         return "crossover of " + " × ".join(e.candidate.parents)
     return e.candidate.description  # the seed

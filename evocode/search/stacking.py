@@ -74,10 +74,10 @@ def stack(parent: Genome, changes: Sequence[Change], rng: np.random.Generator) -
     weights = np.array([c.delta for c in options])
     change = options[int(rng.choice(len(options), p=weights / weights.sum()))]
     try:
-        code, kept, dropped = apply_applicable_edits(parent.seed_source, parent.edits + change.edits)
+        code, _, dropped = apply_applicable_edits(parent.seed_source, parent.edits + change.edits)
         compile(code, "<stacked child>", "exec")
     except (EditError, SyntaxError):
         return None
     if dropped:
         return None
-    return Genome(parent.seed_source).with_edits(*kept, code=code), change
+    return parent.with_edits(*change.edits, code=code), change
