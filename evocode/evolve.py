@@ -59,10 +59,16 @@ def evolve(
                     evaluate_baseline(store, settings, brood[0], run_dir, on_result, evaluate_many)
                 settings = with_timeout(settings, store.get("timeout_s"))
                 finalists = screen(store, settings, [c for c in brood if c.origin != "seed"], run_dir, evaluate_many)
-                evaluate_jobs(store, settings, finalists, [], run_dir, on_result, evaluate_many)
-                population = next_population(population, individuals(store, [c.id for c in brood]), settings.config.elite)
-                population = reevaluate_elite(store, settings, [ind.id for ind in population], run_dir, evaluate_many)
-                store.finish_generation(generation, [ind.id for ind in population])
+                # The elite's re-evaluations planned when the last generation finished run beside its children.
+                evaluate_jobs(store, settings, finalists, store.pending_reevaluations(), run_dir, on_result, evaluate_many)
+                population = next_population(individuals(store, [ind.id for ind in population]),
+                                             individuals(store, [c.id for c in brood]), settings.config.elite)
+                ids = [ind.id for ind in population]
+                if generation == settings.config.generations:
+                    population = reevaluate_elite(store, settings, ids, run_dir, evaluate_many)
+                    store.finish_generation(generation, ids)
+                else:
+                    store.finish_generation(generation, ids, elite_round(store, settings, ids))
         return store.evaluated()
 
 
@@ -270,20 +276,34 @@ def summarize(store: RunStore, settings: RunSettings, run_dir: Path) -> list[Eva
     return evaluated
 
 
+def elite_round(store: RunStore, settings: RunSettings, population: list[str]) -> list[Reevaluation]:
+    """One more seed for each of the population's elite that is not settled yet (evocode.search.noise).
+
+    Between generations the round runs beside the next generation's children
+    rather than before them: a phase of its own would leave slots idle while
+    its slowest evaluation finishes, once per round. The next children are
+    bred from the population's means before the round, a lag of one
+    generation in what selection knows about the newest elite; the round is
+    recorded with the generation's end, so a resumed run bred the same way.
+    """
+    config = settings.config
+    pool = [ind.evaluated for ind in individuals(store, population)]
+    return next_round(pool, config.elite, config.seeds, config.precision, config.seed, settings.spec.budget,
+                      width=config.slots.count)
+
+
 def reevaluate_elite(store: RunStore, settings: RunSettings, population: list[str], run_dir: Path,
                      evaluate_many: EvaluateMany) -> list[Individual]:
     """Re-evaluate the population's elite on further seeds until they are settled; returns it with the new means.
 
-    A round interrupted by a kill is finished first on resume; every later
-    round is planned from stored results only, so the resumed run plans the same ones.
+    What the last generation does, so that the run's best is settled when it ends. A round interrupted by a kill is
+    finished first on resume; every later round is planned from stored results only, so the resumed run plans the
+    same ones.
     """
-    config = settings.config
     while True:
         planned = store.pending_reevaluations()
         if not planned:
-            pool = [ind.evaluated for ind in individuals(store, population)]
-            planned = next_round(pool, config.elite, config.seeds, config.precision, config.seed, settings.spec.budget,
-                                 width=config.slots.count)
+            planned = elite_round(store, settings, population)
             if not planned:
                 return individuals(store, population)
             store.plan_reevaluations(planned)

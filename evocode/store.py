@@ -200,11 +200,13 @@ class RunStore:
 
     def plan_reevaluations(self, planned: list[Reevaluation]) -> None:
         """A round of re-evaluations, all or none, before any of them runs."""
-        now = time.time()
         with self.db:
             self.db.execute("BEGIN")
-            self.db.executemany("INSERT INTO reevaluations (candidate_id, eval_seed, budget, planned) VALUES (?, ?, ?, ?)",
-                                [(r.candidate_id, r.seed, r.budget, now) for r in planned])
+            self._insert_reevaluations(planned, time.time())
+
+    def _insert_reevaluations(self, planned: list[Reevaluation], now: float) -> None:
+        self.db.executemany("INSERT INTO reevaluations (candidate_id, eval_seed, budget, planned) VALUES (?, ?, ?, ?)",
+                            [(r.candidate_id, r.seed, r.budget, now) for r in planned])
 
     def add_reevaluation(self, planned: Reevaluation, result: EvalResult) -> None:
         self.db.execute(
@@ -249,8 +251,14 @@ class RunStore:
             self.db.execute("DELETE FROM evaluations WHERE candidate_id = ?", (candidate_id,))
             self.db.execute("DELETE FROM reevaluations WHERE candidate_id = ?", (candidate_id,))
 
-    def finish_generation(self, number: int, population: list[str]) -> None:
-        self.db.execute("INSERT INTO generations VALUES (?, ?, ?)", (number, json.dumps(population), time.time()))
+    def finish_generation(self, number: int, population: list[str], planned: list[Reevaluation] = ()) -> None:
+        """The generation's population and the re-evaluations planned for the next one, all or none: a resumed run
+        must not find the one without the other."""
+        now = time.time()
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("INSERT INTO generations VALUES (?, ?, ?)", (number, json.dumps(population), now))
+            self._insert_reevaluations(planned, now)
 
     def candidates(self, generation: int | None = None) -> list[Candidate]:
         query = "SELECT id, generation, origin, parents, genome, description, code_hash, code FROM candidates"

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from conftest import SEED_SCRIPT, evolve_killed_after, finish_times, resume_redoing_nothing
+import evocode.evolve as evolve_module
 from evocode.evaluation.runner import EvalResult, Limits
 from evocode.evolve import evolve
 from evocode.genome import Genome
@@ -90,6 +92,34 @@ def test_a_run_killed_during_reevaluation_resumes_to_the_same_end_as_an_uninterr
 
     resume_redoing_nothing(run_dir, before)
     assert state(run_dir) == state(noisy_run)
+
+
+def test_between_generations_the_elite_are_reevaluated_beside_the_next_children_not_in_a_phase_of_their_own(
+        tiny_spec, tmp_path, monkeypatch):
+    """A phase (one call of the executor) waits for its slowest evaluation; a round of re-evaluations on its own
+    would leave slots idle once per round. Only the last generation's rounds, which settle the run's best, run alone."""
+    phases: list[list[str]] = []
+    real = evolve_module.open_executor
+
+    @contextmanager
+    def recording(config):
+        with real(config) as evaluate_many:
+            def record(jobs, limits):
+                phases.append([job.key for job in jobs])
+                yield from evaluate_many(jobs, limits)
+            yield record
+
+    monkeypatch.setattr(evolve_module, "open_executor", recording)
+    evolve(noisy_settings(tiny_spec), tmp_path, load_mutators())
+
+    def is_reevaluation(key: str) -> bool:
+        return " seed " in key
+
+    last_children = max(i for i, keys in enumerate(phases) if any(k.startswith("g001-") and not is_reevaluation(k) for k in keys))
+    assert any(is_reevaluation(k) and k.startswith("g000-") and not k.startswith("g000-000") for k in phases[last_children]), \
+        "the first generation's elite were re-evaluated beside the second generation's children"
+    alone = [i for i, keys in enumerate(phases[1:], 1) if all(map(is_reevaluation, keys))]
+    assert alone and min(alone) > last_children, "rounds of their own come only after the last children"
 
 
 def _evaluated(cid: str, *scores: float) -> Evaluated:

@@ -8,7 +8,10 @@ has `--seeds` evaluations or its mean is known to `--precision` (standard
 error); its fitness is the mean over the seeds it has, with their count and σ.
 Selection ranks by that mean, and ranking again after each round of
 re-evaluations lets a candidate whose luck ran out drop from the elite and the
-next one be checked, until the elite are all settled.
+next one be checked, until the elite are all settled. Between generations
+one round runs beside the next generation's children (evocode.evolve.elite_round),
+so settling spreads over the generations; the last generation's rounds go on
+until its elite are settled, so the run's best is.
 
 A round is planned from the stored results alone and recorded before it runs
 (evocode.store.Reevaluation), so a killed run resumes the same round and ends
