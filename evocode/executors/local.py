@@ -85,19 +85,28 @@ def evaluate_many(jobs: Iterable[Job], limits: Limits, slots: Slots) -> Iterator
     free = list(range(slots.count))
     running: dict[Future, tuple[Job, int]] = {}
     pool = get_reusable_executor(max_workers=slots.count)
-    while queue or running:
+
+    def fill() -> None:
         while queue and free:
             job, slot = queue.popleft(), free.pop(0)
             running[pool.submit(_job, job, limits, driver, slots.env(slot), slots.cold)] = (job, slot)
+
+    while queue or running:
+        fill()
         done, _ = wait(running, return_when=FIRST_COMPLETED)
         lost: list[tuple[Job, int]] = []
+        finished: list[tuple[str, Future]] = []
         for future in done:
             job, slot = running.pop(future)
-            try:
-                yield job.key, future.result()
-                free.append(slot)
-            except BrokenExecutor:
+            if isinstance(future.exception(), BrokenExecutor):
                 lost.append((job, slot))
+            else:
+                finished.append((job.key, future))
+                free.append(slot)
+        if not lost:
+            fill()  # before the driver records the results: a slot must not wait on the driver's bookkeeping
+        for key, future in finished:
+            yield key, future.result()  # the runner's own error propagates here, after the results before it
         if lost:
             # The pool is broken: every job still in flight on it is lost too.
             wait(running)
