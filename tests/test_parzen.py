@@ -113,3 +113,12 @@ def test_a_run_evaluates_model_children_and_replays_them_from_its_seed(tiny_spec
     again = model_run(tiny_spec, tmp_path / "again")
     assert [(e.candidate.code_hash, e.candidate.origin, e.result.val_bpb) for e in again] == \
         [(e.candidate.code_hash, e.candidate.origin, e.result.val_bpb) for e in first]
+
+
+def test_a_run_stored_before_model_proposals_resumes_without_them(tiny_spec):
+    settings = RunSettings(SEED, "seed.py", EvolveConfig(workers=2), tiny_spec, Limits(threads=1))
+    assert settings.config.model > 0
+    assert RunSettings.from_json(settings.to_json()) == settings
+    old = settings.to_json()
+    del old["config"]["model"]
+    assert RunSettings.from_json(old).config.model == 0.0
