@@ -1,9 +1,10 @@
 """The main job: evolve a population of programs from one seed script.
 
-Generation 0 is the seed (the baseline, evaluated first) and mutants of it.
-Every later generation selects parents by tournament, makes children by
-crossover, model proposal, stacking or mutation, drops children whose program was already evaluated,
-evaluates the rest in parallel and keeps an elite. All randomness of
+Generation 0 is the seed (the baseline, evaluated first) and mutants or
+model proposals of it. Every later generation selects parents by
+tournament, makes children by crossover, model proposal, stacking or
+mutation, drops children whose program was already evaluated, evaluates
+the rest in parallel and keeps an elite. All randomness of
 generation g comes from (run seed, g), and a generation's children are
 recorded before any of them is evaluated, so a resumed run makes exactly the
 decisions the uninterrupted run would have made.
