@@ -10,7 +10,7 @@ evaluations were allotted tokens for, its re-evaluations and (with
 - evocode: `evolve` with the given population and generations (credit and
   noise-aware fitness as configured, `--rungs`/`--eta` for successive halving;
   `--ablations` adds a run with each of credit, re-evaluation, adaptive
-  steps and stacking off, and one with rungs on (off when `--rungs` turned them on),
+  steps, stacking and model proposals off, and one with rungs on (off when `--rungs` turned them on),
   reported in its own section).
 - random: independent random edit lists from the same mutators, their
   lengths drawn from the lengths of evocode's own candidates.
@@ -183,7 +183,8 @@ def main() -> None:
     parser.add_argument("--rungs", type=int, default=1, help="evocode's --rungs (default %(default)s: every child gets the full budget)")
     parser.add_argument("--eta", type=int, default=DEFAULT_ETA, help="evocode's --eta (default %(default)s)")
     parser.add_argument("--ablations", action="store_true",
-                        help="also run evocode without credit, without re-evaluation, with fixed steps, without stacking, and with rungs on "
+                        help="also run evocode without credit, without re-evaluation, with fixed steps, without stacking, without model "
+                             "proposals, and with rungs on "
                              "(off when --rungs turned them on) (its own RESULTS section)")
     args = parser.parse_args()
 
@@ -195,7 +196,8 @@ def main() -> None:
     variants = {"evocode": {}}
     if args.ablations:
         variants |= {"evocode, no credit": {"credit": False}, "evocode, one seed each": {"seeds": 1},
-                     "evocode, fixed steps": {"adaptive_steps": False}, "evocode, no stacking": {"stack": 0.0}}
+                     "evocode, fixed steps": {"adaptive_steps": False}, "evocode, no stacking": {"stack": 0.0},
+                     "evocode, no model": {"model": 0.0}}
         variants |= {"evocode, rungs on": {"rungs": ABLATION_RUNGS}} if args.rungs == 1 else {"evocode, no rungs": {"rungs": 1}}
     rows, rechecked, reach = [], {}, {}
     for search_seed in range(args.search_seeds):

@@ -1,80 +1,22 @@
 """The baseline a careful user would write: Optuna's TPE tuning the seed script's module-level numeric constants.
 
-The search space follows each constant's nature, as a person would set it
-up: a power of two stays a power of two (its exponent within ±2), a fraction
-in (0, 1) stays one (on a log scale of itself, or of 1 − it when it is near
-1, like Adam's betas), and other positive numbers move on a log scale within
-a factor of 4. A training window's length (SEQ_LEN and its usual synonyms)
-may not exceed the harness's context length, since longer windows do not exist. Booleans and constants named
-LOG_* (logging only) are left alone. Optuna is a benchmark extra
+The search space is evocode's own (evocode.search.space: each constant's
+range follows its nature, as a person would set it up), the box evocode's
+model proposals search too. Optuna is a benchmark extra
 (`pip install -e '.[bench]'`), never a dependency of evocode.
 """
 
 from __future__ import annotations
 
-import ast
 import math
-from dataclasses import dataclass
 from typing import Callable
 
 from evocode.executors.local import Job, Slots, evaluate_many
 from evocode.evaluation.runner import EvalResult, Limits
 from evocode.genome import Edit, Genome
 from evocode.mutation import format_number
+from evocode.search.space import Param, constant_space
 from evocode.spec import EvalSpec
-
-_SPREAD = 4.0  # how far (a factor) a log-scale constant may move either way
-_EXPONENT_SPREAD = 2  # powers of two move by up to this many doublings or halvings
-_WINDOW_NAMES = ("SEQ_LEN", "BLOCK_SIZE", "CONTEXT_LENGTH")
-
-
-@dataclass(frozen=True)
-class Param:
-    """One tunable constant: its name, its value in the seed, and the kind of range it moves in."""
-
-    name: str
-    value: float
-    kind: str  # "power_of_two", "integer", "fraction", "near_one", "positive", "zero_fraction"
-    low: float
-    high: float
-
-
-def _is_power_of_two(v: object) -> bool:
-    return isinstance(v, int) and v > 1 and v & (v - 1) == 0
-
-
-def _param(name: str, v: float, context_length: int) -> Param | None:
-    if _is_power_of_two(v):
-        e = int(math.log2(v))
-        top = e + _EXPONENT_SPREAD
-        if name in _WINDOW_NAMES:
-            top = min(top, int(math.log2(context_length)))
-        return Param(name, v, "power_of_two", max(0, e - _EXPONENT_SPREAD), top)
-    if isinstance(v, int):
-        return Param(name, v, "integer", max(1, round(v / _SPREAD)), round(v * _SPREAD)) if v > 0 else None
-    if v == 0.0:
-        return Param(name, v, "zero_fraction", 0.0, 0.3)
-    if 0.5 <= v < 1.0:
-        return Param(name, v, "near_one", (1 - v) / _SPREAD, min(0.5, (1 - v) * _SPREAD))
-    if 0.0 < v < 0.5:
-        return Param(name, v, "fraction", v / _SPREAD, min(0.9, v * _SPREAD))
-    return Param(name, v, "positive", v / _SPREAD, v * _SPREAD) if v > 0 else None
-
-
-def constant_space(seed_source: str, context_length: int) -> list[Param]:
-    """The seed's module-level numeric constants (`NAME = number`), each with the range its nature allows."""
-    params = []
-    for node in ast.parse(seed_source).body:
-        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
-            continue
-        name, value = node.targets[0].id, node.value
-        if name.startswith("LOG_") or not isinstance(value, ast.Constant) or isinstance(value.value, bool):
-            continue
-        if isinstance(value.value, (int, float)):
-            param = _param(name, value.value, context_length)
-            if param is not None:
-                params.append(param)
-    return params
 
 
 def suggest(trial, p: Param) -> float | int:

@@ -1,9 +1,10 @@
 """The main job: evolve a population of programs from one seed script.
 
-Generation 0 is the seed (the baseline, evaluated first) and mutants of it.
-Every later generation selects parents by tournament, makes children by
-crossover or mutation, drops children whose program was already evaluated,
-evaluates the rest in parallel and keeps an elite. All randomness of
+Generation 0 is the seed (the baseline, evaluated first) and mutants or
+model proposals of it. Every later generation selects parents by
+tournament, makes children by crossover, model proposal, stacking or
+mutation, drops children whose program was already evaluated, evaluates
+the rest in parallel and keeps an elite. All randomness of
 generation g comes from (run seed, g), and a generation's children are
 recorded before any of them is evaluated, so a resumed run makes exactly the
 decisions the uninterrupted run would have made.
@@ -28,7 +29,9 @@ from evocode.outputs import write_candidate, write_summary
 from evocode.search.fidelity import brood_size, promoted, rung_budgets, screened_out
 from evocode.search.credit import credited, mutator_weights, trials
 from evocode.search.noise import baseline_seeds, next_round
+from evocode.search.parzen import ORIGIN as MODEL, Model, fit, model_child, propose
 from evocode.search.selection import Individual, next_population, tournament
+from evocode.search.space import constant_space
 from evocode.search.stacking import Change, helpful_changes, stack
 from evocode.settings import EvolveConfig, RunSettings, derived_timeout, rung_timeout, start_or_continue, with_timeout
 from evocode.store import Candidate, Evaluated, Reevaluation, RunStore, RungEvaluation
@@ -121,6 +124,7 @@ def breed(store: RunStore, settings: RunSettings, mutators: list[Mutator], popul
     evaluated = store.evaluated()
     mutators, draw = credit_policy(evaluated, config, mutators)
     changes = helpful_changes(evaluated) if config.stack else []
+    model = fit(constant_space(settings.seed_source, settings.spec.context_length), evaluated) if config.model else None
     brood: list[Candidate] = []
     events: list[tuple[int, str, str]] = []
     if generation == 0:
@@ -136,9 +140,11 @@ def breed(store: RunStore, settings: RunSettings, mutators: list[Mutator], popul
         if len(brood) >= target:
             break
         if generation == 0:
-            genome, origin, parents = _mutant(events, seed, mutators, rng, generation, draw(rng)), "mutation", (SEED_ID,)
+            proposed = _proposed(seed, model, config, rng)
+            genome, origin = (proposed, MODEL) if proposed is not None else (_mutant(events, seed, mutators, rng, generation, draw(rng)), "mutation")
+            parents = (SEED_ID,)
         else:
-            genome, origin, parents = vary(events, seed, population, mutators, changes, config, rng, generation, draw)
+            genome, origin, parents = vary(events, seed, population, mutators, changes, model, config, rng, generation, draw)
         if genome.code_hash in known:
             continue
         known.add(genome.code_hash)
@@ -161,11 +167,12 @@ def credit_policy(
 
 def vary(
     events: list[tuple[int, str, str]], seed: Genome, population: list[Individual], mutators: list[Mutator],
-    changes: list[Change], config: EvolveConfig, rng: np.random.Generator, generation: int,
+    changes: list[Change], model: Model | None, config: EvolveConfig, rng: np.random.Generator, generation: int,
     draw: Callable[[np.random.Generator], np.ndarray | None],
 ) -> tuple[Genome, str, tuple[str, ...]]:
-    """One child: crossover of two tournament winners with probability cx; else, with probability stack, a
-    tournament winner with a change that helped elsewhere (evocode.search.stacking); else a mutant of one."""
+    """One child: crossover of two tournament winners with probability cx; else, with probability model, a
+    tournament winner with the constants the model proposes (evocode.search.parzen); else, with probability stack,
+    one with a change that helped elsewhere (evocode.search.stacking); else a mutant of one."""
     if rng.random() < config.cx and len(population) >= 2:
         # The fitter parent goes first: crossover falls back to a copy of it.
         a, b = sorted(tournament(population, 2, config.tournament, rng), key=lambda ind: ind.fitness, reverse=True)
@@ -174,12 +181,23 @@ def vary(
             events.append((generation, "crossover-fallback", f"{a.id} x {b.id}: {len(info.dropped)} edits dropped, fallback={info.fallback}"))
         return child, "crossover", (a.id, b.id)
     (parent,) = tournament(population, 1, config.tournament, rng)
+    proposed = _proposed(_genome(seed, parent), model, config, rng)
+    if proposed is not None:
+        return proposed, MODEL, (parent.id,)
     if config.stack and rng.random() < config.stack:
         stacked = stack(_genome(seed, parent), changes, rng)
         if stacked is not None:
             child, change = stacked
             return child, "stacking", (parent.id, change.donor)
     return _mutant(events, _genome(seed, parent), mutators, rng, generation, draw(rng)), "mutation", (parent.id,)
+
+
+def _proposed(parent: Genome, model: Model | None, config: EvolveConfig, rng: np.random.Generator) -> Genome | None:
+    """With probability model, the parent with the model's proposed constants; None otherwise, or when the
+    proposal leaves the parent as it is. Draws nothing when the option is off, so such runs replay as before it."""
+    if model is None or not rng.random() < config.model:
+        return None
+    return model_child(parent, propose(model, rng))
 
 
 def _mutant(

@@ -41,6 +41,7 @@ class EvolveConfig:
     tournament: int = 3
     elite: int = 2
     cx: float = 0.3
+    model: float = 0.3  # of the children not from crossover, the share the model proposes (evocode.search.parzen)
     stack: float = 0.5  # of the children not from crossover, the share that take on a change that helped (evocode.search.stacking)
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     gpus: tuple[str, ...] = ()
@@ -70,6 +71,8 @@ class EvolveConfig:
             raise ValueError(f"--seeds must be at least 1 and --precision at least 0, got {self.seeds} and {self.precision}")
         if not 0.0 <= self.cx <= 1.0:
             raise ValueError(f"--cx is a probability between 0 and 1, got {self.cx}")
+        if not 0.0 <= self.model <= 1.0:
+            raise ValueError(f"--model is a probability between 0 and 1, got {self.model}")
         if not 0.0 <= self.stack <= 1.0:
             raise ValueError(f"--stack is a probability between 0 and 1, got {self.stack}")
         if self.rungs < 1 or self.eta < 2:
@@ -128,8 +131,8 @@ class RunSettings:
 
     @classmethod
     def from_json(cls, d: dict) -> "RunSettings":
-        # A run stored before stacking existed never stacked: it resumes as it was made.
-        config = EvolveConfig(**{"stack": 0.0, **d["config"], "mutators": tuple(d["config"]["mutators"]),
+        # A run stored before stacking (or model proposals) existed never stacked (or proposed): it resumes as it was made.
+        config = EvolveConfig(**{"stack": 0.0, "model": 0.0, **d["config"], "mutators": tuple(d["config"]["mutators"]),
                                  "gpus": tuple(d["config"]["gpus"])})
         return cls(**{**d, "config": config, "spec": EvalSpec(**d["spec"]), "limits": Limits(**d["limits"])})
 

@@ -68,6 +68,7 @@ CASES = [
     (["evolve", SEED, "--cx", "1.5"], "--cx"),
     (["evolve", SEED, "--cx", "often"], "--cx"),
     (["evolve", SEED, "--stack", "2"], "--stack"),
+    (["evolve", SEED, "--model", "-0.1"], "--model"),
     (["evolve", SEED, "--workers", "0"], "--workers"),
     (["evolve", SEED, "--mutators", "os:path"], "--mutators"),
     (["evolve", SEED, "--mutators", "no_such_mutator"], "--mutators"),

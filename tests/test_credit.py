@@ -33,7 +33,7 @@ LR_MUTATORS = tuple(f"{PLUGINS / 'learning_rate.py'}:{name}" for name in ("Lower
 def bad_lr_run_with(mutators: tuple[str, ...], spec, run_dir: Path) -> Path:
     """A short run on bad_lr_seed.py with these mutators; one seed per candidate and every child a fresh mutant: these
     tests are about credit, not noise or recombination."""
-    config = EvolveConfig(population=4, generations=2, elite=1, cx=0.0, stack=0.0, workers=2, seed=0,
+    config = EvolveConfig(population=4, generations=2, elite=1, cx=0.0, model=0.0, stack=0.0, workers=2, seed=0,
                           mutators=mutators, seeds=1)
     settings = RunSettings((PLUGINS / "bad_lr_seed.py").read_text(), "bad_lr_seed.py", config, spec, Limits(threads=1))
     evolve(settings, run_dir, load_mutators(list(mutators)))

@@ -153,7 +153,7 @@ def test_a_run_killed_mid_generation_resumes_to_the_same_result(reference_run, t
 def test_candidates_that_crash_hang_or_cheat_are_recorded_and_the_run_goes_on(tiny_spec, tmp_path):
     """Three saboteurs make seven distinct programs; each must end with the status its worst edit earns."""
     saboteurs = tuple(f"{SABOTEURS}:{name}" for name in ("Crash", "Hang", "Peek"))
-    config = EvolveConfig(population=8, generations=1, workers=2, seed=0, mutators=saboteurs)
+    config = EvolveConfig(population=8, generations=1, model=0.0, workers=2, seed=0, mutators=saboteurs)
     limits = Limits(timeout_s=15, threads=THREADS)
     evaluated = run(RunSettings(SEED_SCRIPT.read_text(), "train.py", config, tiny_spec, limits, auto_timeout=False), tmp_path)
     assert evaluated[0].result.status == "ok"

@@ -73,7 +73,7 @@ def test_the_change_is_drawn_in_proportion_to_how_much_it_helped():
 
 @pytest.fixture(scope="module")
 def stacked_run(tiny_spec, tmp_path_factory) -> list[Evaluated]:
-    config = EvolveConfig(population=4, generations=1, elite=1, cx=0.0, stack=1.0, workers=2, seed=2, mutators=RATE_MUTATORS,
+    config = EvolveConfig(population=4, generations=1, elite=1, cx=0.0, model=0.0, stack=1.0, workers=2, seed=2, mutators=RATE_MUTATORS,
                           seeds=1)
     settings = RunSettings((PLUGINS / "three_rates_seed.py").read_text(), "three_rates_seed.py", config, tiny_spec,
                            Limits(threads=1))

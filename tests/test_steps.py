@@ -86,7 +86,7 @@ def test_advice_points_batch_size_the_way_it_says():
 
 
 def test_a_run_learns_to_step_the_bad_learning_rate_down_and_further(tiny_spec, tmp_path):
-    config = EvolveConfig(population=5, generations=3, elite=1, cx=0.0, stack=0.0, workers=2, seed=0,
+    config = EvolveConfig(population=5, generations=3, elite=1, cx=0.0, model=0.0, stack=0.0, workers=2, seed=0,
                           mutators=("scale_constant",), seeds=1)
     settings = RunSettings(BAD_LR_SEED.read_text(), "bad_lr_seed.py", config, tiny_spec, Limits(threads=1))
     evolve(settings, tmp_path, load_mutators(["scale_constant"]))

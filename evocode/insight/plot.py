@@ -24,7 +24,7 @@ def _what_it_tried(by_id: dict[str, Evaluated], e: Evaluated) -> str:
     """A kept point's label: the edits it added over its parents (a crossover may add none: then it says so)."""
     added = "; ".join(edit.description for edit in new_edits(by_id, e))
     if added:
-        return added
+        return "model: " + added if e.candidate.origin == "model" else added
     if e.candidate.origin == "stacking":  # its new edits came from its donor: they are what it tried here
         return "+ " + "; ".join(edit.description for edit in added_to(by_id[e.candidate.parents[0]], e))
     if e.candidate.origin == "crossover":

@@ -80,7 +80,8 @@ def _ancestor_html(node: Ancestor) -> str:
     if node.repeated:
         return f"<li><code>{_e(c.id)}</code> <span class='muted'>(shown above)</span></li>"
     how = {"seed": "the seed", "crossover": "crossover of " + " × ".join(c.parents),
-           "stacking": " + ".join(c.parents[:1] + tuple(f"the change that helped {d}" for d in c.parents[1:]))}.get(c.origin, c.origin)
+           "stacking": " + ".join(c.parents[:1] + tuple(f"the change that helped {d}" for d in c.parents[1:])),
+           "model": "".join(c.parents[:1]) + " with the constants the model proposed"}.get(c.origin, c.origin)
     added = "; ".join(edit.description for edit in node.new_edits) or ("" if c.origin == "seed" else "no new edit")
     parents = f"<ul class='tree'>{''.join(_ancestor_html(p) for p in node.parents)}</ul>" if node.parents else ""
     return (f"<li><code>{_e(c.id)}</code> <span class='score'>{_e(score)}</span> <span class='muted'>{_e(how)}</span>"

@@ -10,7 +10,9 @@ be credited with its gain). A child that failed (crash, timeout, ...) is a
 try that did not improve. Crossover children are not credited: what changed
 is a recombination, not a mutator's edit; nor are stacked children
 (evocode.search.stacking): their change was chosen for having helped
-already, so counting it again would inflate its mutator's share.
+already, so counting it again would inflate its mutator's share; nor are
+model children (evocode.search.parzen): their edits are many constants set
+at once by the model, not one mutator's edit.
 
 Credit is derived from the stored evaluations and lineage, never stored
 beside them, so a resumed run computes exactly the credit the uninterrupted

@@ -27,7 +27,9 @@ from evocode.genome import Edit, EditError, Genome, apply_applicable_edits
 from evocode.search.credit import new_edits, paired_delta
 from evocode.store import Evaluated
 
-# Children whose new edits are one change: a mutant's fresh edits, or the change a stacked child took on.
+# Children whose new edits are one change: a mutant's fresh edits, or the change a stacked child took on. A model
+# child's (evocode.search.parzen) is not: it sets most constants at once, so it fits almost no parent's free sites,
+# and what made it good is already in the model, which proposes near it again.
 CHANGE_ORIGINS = ("mutation", "stacking")
 
 

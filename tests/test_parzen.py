@@ -1,0 +1,124 @@
+"""Model proposals: several constants moved at once, toward where the good programs have them.
+
+The unit tests give the model synthetic observations (programs that are
+only constants, scored by a known rule); the end-to-end test is a real run
+at a tiny budget where every child not from crossover is a model proposal.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from evocode.evaluation.runner import EvalResult, Limits
+from evocode.evolve import evolve
+from evocode.genome import Edit, Genome, edits_from_json
+from evocode.mutation import load_mutators
+from evocode.search.parzen import STARTUP, fit, model_child, propose
+from evocode.search.space import Param, bounds, constant_space, coordinate, value
+from evocode.search.steps import module_numbers
+from evocode.settings import EvolveConfig, RunSettings
+from evocode.store import Candidate, Evaluated
+
+SEED = "N_LAYER = 4\nBATCH_SIZE = 16\nSTEPS = 10\nDROPOUT = 0.0\nLR = 0.01\nBETA2 = 0.95\nGRAD_CLIP = 1.0\nFLAG = True\n"
+SPACE = constant_space(SEED, context_length=256)
+PLUGINS = REPO / "tests" / "plugins"
+
+
+def program(cid: str, values: dict[str, float | int], val_bpb: float | None) -> Evaluated:
+    code = "".join(f"{name} = {v!r}\n" for name, v in values.items())
+    result = EvalResult("ok", val_bpb=val_bpb) if val_bpb is not None else EvalResult("crash", reason="RuntimeError")
+    return Evaluated(Candidate(cid, 1, "mutation", ("s",), "[]", "", "", code), result)
+
+
+def in_box(p: Param, v: float | int) -> bool:
+    if p.kind == "power_of_two":
+        return isinstance(v, int) and v & (v - 1) == 0 and p.low <= math.log2(v) <= p.high
+    if p.kind == "integer":
+        return isinstance(v, int) and p.low <= v <= p.high
+    return p.low <= (1 - v if p.kind == "near_one" else v) <= p.high
+
+
+def test_each_kind_of_constant_round_trips_through_its_coordinate():
+    assert [p.kind for p in SPACE] == ["power_of_two", "power_of_two", "integer", "zero_fraction", "fraction", "near_one",
+                                       "positive"]
+    for p in SPACE:
+        x = coordinate(p, p.value)
+        assert bounds(p)[0] <= x <= bounds(p)[1]
+        assert value(p, x) == pytest.approx(p.value)
+        assert type(value(p, x)) is type(p.value)
+
+
+def test_startup_draws_cover_the_box_and_stay_in_it():
+    model = fit(SPACE, [program(f"c{i}", {"LR": 0.01}, 3.0) for i in range(STARTUP - 1)])
+    assert model.good is None, "too few observations to model"
+    rng = np.random.default_rng(0)
+    draws = [propose(model, rng) for _ in range(300)]
+    for p in SPACE:
+        values = [d[p.name] for d in draws]
+        assert all(in_box(p, v) for v in values), (p, values)
+    assert {d["BATCH_SIZE"] for d in draws} == {4, 8, 16, 32, 64}, "every power of two in ±2 doublings is drawn"
+
+
+def test_proposals_concentrate_where_the_good_programs_are_and_avoid_the_bad_region():
+    # LR is best at 0.02 and costs with its log distance from it; BATCH_SIZE does not matter.
+    rng = np.random.default_rng(1)
+    runs = []
+    for i in range(30):
+        lr, batch = float(np.exp(rng.uniform(math.log(0.0025), math.log(0.04)))), int(2 ** rng.integers(2, 7))
+        runs.append(program(f"c{i:02d}", {"BATCH_SIZE": batch, "LR": lr}, 3.0 + math.log2(lr / 0.02) ** 2))
+    runs.append(program("crashed", {"BATCH_SIZE": 16, "LR": 0.02}, None))
+    model = fit(SPACE, runs)
+    draws = [propose(model, rng) for _ in range(200)]
+    lrs = np.array([d["LR"] for d in draws])
+    # Drawn uniformly on the log scale of the box (0.0025..0.04), a quarter would land in each of these.
+    assert np.mean((lrs > 0.02 / 2**0.5) & (lrs < 0.02 * 2**0.5)) > 0.6
+    assert np.mean(lrs < 0.005) < 0.05
+    assert all(in_box(SPACE[1], d["BATCH_SIZE"]) for d in draws), "powers of two stay powers of two"
+
+
+def test_a_model_child_writes_only_the_constants_that_change_replacing_the_parents_edits_there():
+    parent = Genome(SEED).with_edits(Edit("scale_constant", "LR", "0.005", "LR → 0.005"),
+                                     Edit("scale_constant", "STEPS", "20", "STEPS → 20"))
+    child = model_child(parent, {"N_LAYER": 4, "LR": 0.02, "GRAD_CLIP": 2.0, "STEPS": 20})
+    assert [(e.mutator, e.site, e.code) for e in child.edits] == [("scale_constant", "STEPS", "20"), ("model", "LR", "0.02"),
+                                                                  ("model", "GRAD_CLIP", "2.0")]
+    numbers = module_numbers(child.code)
+    assert (numbers["N_LAYER"], numbers["LR"], numbers["GRAD_CLIP"], numbers["STEPS"]) == (4, 0.02, 2.0, 20)
+    assert model_child(parent, {"N_LAYER": 4, "LR": 0.005}) is None, "nothing to change"
+
+
+def model_run(tiny_spec, run_dir) -> list[Evaluated]:
+    mutators = (f"{PLUGINS / 'three_rates.py'}:LowerTheTableRate",)
+    config = EvolveConfig(population=4, generations=1, elite=1, cx=0.0, model=1.0, workers=2, seed=3, mutators=mutators, seeds=1)
+    settings = RunSettings((PLUGINS / "three_rates_seed.py").read_text(), "three_rates_seed.py", config, tiny_spec,
+                           Limits(threads=1))
+    return evolve(settings, run_dir, load_mutators(list(mutators)))
+
+
+def test_a_run_evaluates_model_children_and_replays_them_from_its_seed(tiny_spec, tmp_path):
+    first = model_run(tiny_spec, tmp_path / "first")
+    children = [e for e in first if e.candidate.origin != "seed"]
+    assert children and all(e.candidate.origin == "model" for e in children), [e.candidate.origin for e in first]
+    assert all(e.result.status == "ok" for e in children)
+    assert {e.candidate.generation for e in children} == {0, 1}
+    space = constant_space((PLUGINS / "three_rates_seed.py").read_text(), tiny_spec.context_length)
+    for child in children:
+        assert {e.mutator for e in edits_from_json(child.candidate.genome)} == {"model"}
+        numbers = module_numbers(child.candidate.code)
+        assert all(in_box(p, numbers[p.name]) for p in space)
+    again = model_run(tiny_spec, tmp_path / "again")
+    assert [(e.candidate.code_hash, e.candidate.origin, e.result.val_bpb) for e in again] == \
+        [(e.candidate.code_hash, e.candidate.origin, e.result.val_bpb) for e in first]
+
+
+def test_a_run_stored_before_model_proposals_resumes_without_them(tiny_spec):
+    settings = RunSettings(SEED, "seed.py", EvolveConfig(workers=2), tiny_spec, Limits(threads=1))
+    assert settings.config.model > 0
+    assert RunSettings.from_json(settings.to_json()) == settings
+    old = settings.to_json()
+    del old["config"]["model"]
+    assert RunSettings.from_json(old).config.model == 0.0
