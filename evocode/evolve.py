@@ -86,15 +86,17 @@ def rewrite_outputs(store: RunStore, settings: RunSettings, run_dir: Path) -> No
 def evaluate_baseline(store: RunStore, settings: RunSettings, seed: Candidate, run_dir: Path, on_result,
                       evaluate_many: EvaluateMany) -> None:
     """The seed first, beside only its own further seeds: a run has no meaning without its baseline, and the seed's
-    time sets the timeout."""
+    time sets the timeout. Its seeds planned to fill the first generation's phase run there (evocode.search.noise)."""
     previous = store.results().get(seed.id)
     if previous is not None and previous.status != "ok":
         store.forget_evaluations(seed.id)  # a failed baseline may have been the machine's fault: try it again
+    config = settings.config
+    alone, beside = baseline_seeds(config.seed, config.seeds, config.slots.count,
+                                   config.population - 1 if config.rungs == 1 else 0)
     if seed.id not in store.results() and seed.id not in store.reevaluations():
-        config = settings.config
-        store.plan_reevaluations([Reevaluation(seed.id, s, settings.spec.budget)
-                                  for s in baseline_seeds(config.seed, config.seeds, config.slots.count)])
-    extras = [r for r in store.pending_reevaluations() if r.candidate_id == seed.id]
+        # Those beside the mutants stay pending until the first generation's children run.
+        store.plan_reevaluations([Reevaluation(seed.id, s, settings.spec.budget) for s in alone + beside])
+    extras = [r for r in store.pending_reevaluations() if r.candidate_id == seed.id and r.seed in alone]
     evaluate_jobs(store, settings, [seed], extras, run_dir, on_result, evaluate_many)
     result = store.results()[seed.id]
     if result.status != "ok":

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import libcst as cst
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evocode.genome import Edit, EditError, Genome, SiteNotFound, apply_applicable_edits, apply_edits, code_hash
+from evocode.genome import Edit, EditError, Genome, SiteNotFound, apply_applicable_edits, apply_disjoint_edits, apply_edits, code_hash
 from evocode.program import Program
 
 SCRIPT = '''"""A toy training script."""
@@ -51,6 +52,13 @@ def test_a_compound_site_writes_each_value_of_the_tuple():
 def test_a_statement_site_is_replaced_by_the_statements_of_the_code():
     duplicated = apply_edits(SCRIPT, [edit("forward: {x = x + F.relu(x)}", "x = x + F.relu(x)\nx = x + F.relu(x)\n")])
     assert duplicated.count("    x = x + F.relu(x)\n") == 2
+
+
+def test_edits_at_disjoint_sites_applied_in_one_pass_make_what_applying_them_in_turn_makes():
+    edits = [edit("LR", "6e-3"), edit("BATCH", "32"), edit("forward: F.gelu()", "F.silu(x)")]
+    assert apply_disjoint_edits(cst.parse_module(SCRIPT), edits).code == apply_edits(SCRIPT, edits)
+    with pytest.raises(SiteNotFound):
+        apply_disjoint_edits(cst.parse_module(SCRIPT), [edit("LR", "1e-3"), edit("NOT_THERE", "1")])
 
 
 def test_deleting_a_statement_keeps_the_rest_of_the_body():

@@ -153,9 +153,16 @@ def test_a_round_that_would_leave_slots_idle_gives_the_best_unsettled_their_foll
 
 
 def test_the_baseline_runs_beside_as_many_of_its_further_seeds_as_there_are_free_slots():
-    assert baseline_seeds(7, seeds=3, slots=1) == []
-    assert baseline_seeds(7, seeds=3, slots=2) == [extra_seed(7, 1)]
-    assert baseline_seeds(7, seeds=3, slots=8) == [extra_seed(7, 1), extra_seed(7, 2)]
+    assert baseline_seeds(7, seeds=3, slots=1) == ([], [])
+    assert baseline_seeds(7, seeds=3, slots=2) == ([extra_seed(7, 1)], [])
+    assert baseline_seeds(7, seeds=3, slots=8) == ([extra_seed(7, 1), extra_seed(7, 2)], [])
+
+
+def test_the_baseline_takes_a_further_seed_beside_the_first_mutants_when_that_fills_their_phase_up_to_the_slots():
+    assert baseline_seeds(7, seeds=3, slots=2, mutants=7) == ([extra_seed(7, 1)], [extra_seed(7, 2)])
+    assert baseline_seeds(7, seeds=3, slots=2, mutants=6) == ([extra_seed(7, 1)], []), "six already fill two slots"
+    assert baseline_seeds(7, seeds=2, slots=2, mutants=7) == ([extra_seed(7, 1)], []), "never beyond --seeds"
+    assert baseline_seeds(7, seeds=5, slots=4, mutants=5) == ([extra_seed(7, i) for i in (1, 2, 3)], [extra_seed(7, 4)])
 
 
 def test_a_mean_known_to_the_precision_needs_no_more_seeds():

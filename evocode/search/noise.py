@@ -102,10 +102,14 @@ def next_round(
     return planned
 
 
-def baseline_seeds(run_seed: int, seeds: int, slots: int) -> list[int]:
-    """The further seeds the seed script is evaluated on beside its first: as many as leave no slot idle while the
-    baseline, which every later claim is measured against, runs alone."""
-    return [extra_seed(run_seed, index) for index in range(1, min(seeds, slots))]
+def baseline_seeds(run_seed: int, seeds: int, slots: int, mutants: int = 0) -> tuple[list[int], list[int]]:
+    """The further seeds the seed script is evaluated on: those beside its first, as many as leave no slot idle
+    while the baseline, which every later claim is measured against, runs alone; then those beside the first
+    generation's `mutants`, as many as round that phase up to a multiple of the slots (up to `--seeds` in all)."""
+    alone = min(seeds, slots) - 1
+    beside = min(seeds - 1 - alone, -mutants % slots)
+    indexes = [extra_seed(run_seed, index) for index in range(1, 1 + alone + beside)]
+    return indexes[:alone], indexes[alone:]
 
 
 def run_sigma(evaluated: Sequence[Evaluated]) -> float | None:
