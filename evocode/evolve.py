@@ -331,7 +331,9 @@ def reevaluate_elite(store: RunStore, settings: RunSettings, population: list[st
 
 
 def _genome(seed: Genome, ind: Individual) -> Genome:
-    return seed.with_edits(*edits_from_json(ind.evaluated.candidate.genome))
+    """The individual's genome with its stored code: re-applying its edits one by one costs a LibCST pass each."""
+    candidate = ind.evaluated.candidate
+    return seed.with_edits(*edits_from_json(candidate.genome), code=candidate.code)
 
 
 def _candidate(genome: Genome, cid: str, generation: int, origin: str, parents: tuple[str, ...], description: str | None) -> Candidate:

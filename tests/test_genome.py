@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import libcst as cst
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evocode.genome import Edit, EditError, Genome, SiteNotFound, apply_applicable_edits, apply_disjoint_edits, apply_edits, code_hash
+from conftest import SEED_SCRIPT
+from evocode.genome import Edit, EditError, Genome, SiteNotFound, apply_applicable_edits, apply_edit, apply_edits, code_hash
+from evocode.mutation import load_mutators, mutate
 from evocode.program import Program
 
 SCRIPT = '''"""A toy training script."""
@@ -54,11 +57,28 @@ def test_a_statement_site_is_replaced_by_the_statements_of_the_code():
     assert duplicated.count("    x = x + F.relu(x)\n") == 2
 
 
-def test_edits_at_disjoint_sites_applied_in_one_pass_make_what_applying_them_in_turn_makes():
-    edits = [edit("LR", "6e-3"), edit("BATCH", "32"), edit("forward: F.gelu()", "F.silu(x)")]
-    assert apply_disjoint_edits(cst.parse_module(SCRIPT), edits).code == apply_edits(SCRIPT, edits)
-    with pytest.raises(SiteNotFound):
-        apply_disjoint_edits(cst.parse_module(SCRIPT), [edit("LR", "1e-3"), edit("NOT_THERE", "1")])
+def test_edits_of_module_level_constants_written_in_one_pass_make_what_writing_them_in_turn_makes():
+    edits = [edit("LR", "6e-3"), edit("BATCH", "32"), edit("forward: F.gelu()", "F.silu(x)"), edit("SEQ", "64"),
+             edit("LR", "1e-3")]
+    one_by_one = cst.parse_module(SCRIPT)
+    for e in edits:
+        one_by_one = apply_edit(one_by_one, e)
+    assert apply_edits(SCRIPT, edits) == one_by_one.code
+    assert "LR = 1e-3" in one_by_one.code, "a constant edited twice keeps the later value"
+    code, applied, skipped = apply_applicable_edits(SCRIPT, [edit("LR", "1e-3"), edit("NOT_THERE", "1"), edit("SEQ", "64")])
+    assert skipped == (edit("NOT_THERE", "1"),) and "LR = 1e-3" in code and "SEQ = 64" in code
+
+
+def test_long_random_edit_lists_make_the_same_program_however_their_edits_are_grouped():
+    seed = Genome(SEED_SCRIPT.read_text())
+    rng = np.random.default_rng(3)
+    mutators = load_mutators()
+    for _ in range(12):
+        genome = mutate(seed, mutators, rng, n_edits=8).genome
+        one_by_one = cst.parse_module(seed.seed_source)
+        for e in genome.edits:
+            one_by_one = apply_edit(one_by_one, e)
+        assert apply_edits(seed.seed_source, genome.edits) == one_by_one.code
 
 
 def test_deleting_a_statement_keeps_the_rest_of_the_body():

@@ -29,10 +29,9 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-import libcst as cst
 import numpy as np
 
-from evocode.genome import Edit, EditError, Genome, SiteNotFound, apply_applicable_edits, apply_disjoint_edits
+from evocode.genome import Edit, EditError, Genome, apply_applicable_edits
 from evocode.mutation import format_number
 from evocode.search.noise import fitness
 from evocode.search.space import Param, bounds, coordinate, value
@@ -162,10 +161,8 @@ def model_child(parent: Genome, proposal: dict[str, float | int]) -> Genome | No
     sites = {e.site for e in edits}
     kept = Genome(parent.seed_source, tuple(e for e in parent.edits if e.site not in sites))
     try:
-        code, _, dropped = apply_applicable_edits(parent.seed_source, kept.edits)
-        # Module-level constants are disjoint sites: one pass writes them all (one per constant costs ~1 s a child).
-        code = apply_disjoint_edits(cst.parse_module(code), edits).code
+        code, _, dropped = apply_applicable_edits(parent.seed_source, kept.edits + edits)
         compile(code, "<model child>", "exec")
-    except (EditError, SiteNotFound, SyntaxError):
+    except (EditError, SyntaxError):
         return None
     return None if dropped else kept.with_edits(*edits, code=code)
