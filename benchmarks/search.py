@@ -186,6 +186,9 @@ def main() -> None:
                         help="also run evocode without credit, without re-evaluation, with fixed steps, without stacking, without model "
                              "proposals, and with rungs on "
                              "(off when --rungs turned them on) (its own RESULTS section)")
+    parser.add_argument("--evocode-only", action="store_true",
+                        help="run and recheck evocode's variants only, not the baselines matched to them (a pilot: no "
+                             "comparison, its own RESULTS section)")
     args = parser.parse_args()
 
     seed_source = SEED_SCRIPT.read_text()
@@ -208,18 +211,21 @@ def main() -> None:
         seed_bpb = evo.seed_bpb
         lengths = list(evo.edit_counts) or [1]
         matched = round(evo.allotted / args.budget)  # full-budget evaluations at evocode's training tokens
-        outcomes += [random_search(seed_source, matched, lengths, spec, limits, args.workers, search_seed),
-                     tpe(seed_source, matched, spec, limits, args.workers, search_seed)]
+        if not args.evocode_only:
+            outcomes += [random_search(seed_source, matched, lengths, spec, limits, args.workers, search_seed),
+                         tpe(seed_source, matched, spec, limits, args.workers, search_seed)]
         scores = recheck([o.best_code for o in outcomes], spec, limits, args.workers, fresh)
-        tpe_gain = seed_bpb - outcomes[-1].best_bpb
+        tpe_gain = None if args.evocode_only else seed_bpb - outcomes[-1].best_bpb
         for o, score in zip(outcomes, scores):
             rechecked.setdefault(o.method, []).append(seed_re - score)
-            reach.setdefault(o.method, []).append(tokens_to_reach(o.trace, seed_bpb, tpe_gain))
+            if tpe_gain is not None:
+                reach.setdefault(o.method, []).append(tokens_to_reach(o.trace, seed_bpb, tpe_gain))
             rows.append([str(search_seed), o.method, str(o.evaluations), f"{o.tokens:,}", f"{o.wall_seconds:.0f}",
                          f"{seed_bpb - o.best_bpb:+.4f}", f"{seed_re - score:+.4f}", o.best_description[:100]])
             print(" | ".join(rows[-1]), flush=True)
-    # An ablation run is its own section, so it never replaces the comparison run's table.
-    write_section("search-ablations" if args.ablations else "search", report(args, rows, rechecked, reach, fresh, seed_re))
+    # An ablation run or a pilot is its own section, so it never replaces the comparison run's table.
+    name = "search-pilot" if args.evocode_only else "search-ablations" if args.ablations else "search"
+    write_section(name, report(args, rows, rechecked, reach, fresh, seed_re))
 
 
 def _median_tokens(reached: list[int | None]) -> str:
@@ -228,17 +234,37 @@ def _median_tokens(reached: list[int | None]) -> str:
     return f"{int(statistics.median(tokens)):,}" if tokens else "never"
 
 
+def _command(args) -> str:
+    return (f"`python benchmarks/search.py --budget {args.budget} --population {args.population} --generations "
+            f"{args.generations} --search-seeds {args.search_seeds} --recheck-seeds {args.recheck_seeds} --timeout {args.timeout:g} "
+            f"--workers {args.workers} --rungs {args.rungs} --eta {args.eta}{' --ablations' if args.ablations else ''}"
+            f"{' --evocode-only' if args.evocode_only else ''}`")
+
+
+def pilot_report(args, rows, rechecked, fresh, seed_re) -> str:
+    """evocode's variants alone: what changed in evocode, before a comparison is worth its time."""
+    summary = [[m, _spread(g)] for m, g in rechecked.items()]
+    return "\n\n".join([
+        "## Search pilot: evocode's variants alone (`benchmarks/search.py --evocode-only`)",
+        f"Command: {_command(args)}. Machine: {machine()}; {args.workers} workers.",
+        "No baseline ran: this measures evocode's variants on the same budget, time limit, search seeds and fresh "
+        f"recheck seeds {fresh} as the comparison, so its rows can be read beside that table's evocode rows.",
+        table(["search seed", "method", "evals", "training tokens", "wall s", "selection gain", "rechecked gain", "best edits"], rows),
+        table(["method", "rechecked gain: median [min, max]"], summary),
+        f"The seed's mean over the fresh seeds: {seed_re:.4f}.",
+    ])
+
+
 def report(args, rows, rechecked, reach, fresh, seed_re) -> str:
+    if args.evocode_only:
+        return pilot_report(args, rows, rechecked, fresh, seed_re)
     n = len(rechecked["evocode"])
     wins = {m: sum(a > b for a, b in zip(rechecked["evocode"], rechecked[m])) for m in ("random", "TPE")}
     summary = [[m, _spread(g), _median_tokens(reach[m]), f"{sum(r is not None for r in reach[m])}/{n}"]
                for m, g in rechecked.items()]
     return "\n\n".join([
         "## Search: evocode against random edit lists and Optuna TPE at equal training tokens (`benchmarks/search.py`)",
-        f"Command: `python benchmarks/search.py --budget {args.budget} --population {args.population} --generations "
-        f"{args.generations} --search-seeds {args.search_seeds} --recheck-seeds {args.recheck_seeds} --timeout {args.timeout:g} "
-        f"--workers {args.workers} --rungs {args.rungs} --eta {args.eta}{' --ablations' if args.ablations else ''}`. "
-        f"Machine: {machine()}; {args.workers} workers.",
+        f"Command: {_command(args)}. Machine: {machine()}; {args.workers} workers.",
         "Random search and TPE get as many full-budget evaluations as evocode's training tokens buy (its re-evaluations and "
         "its screening at lower budgets included, each counted by its budget), each on the same budget and "
         f"time limit ({args.timeout:g} s), selecting on evaluation seed = search seed. Selection gain = seed − best on that "
