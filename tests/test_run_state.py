@@ -101,10 +101,11 @@ def test_runs_lists_each_run_with_its_state_and_progress(killed_run):
 
 def test_show_prints_a_candidates_edits_and_its_diff_against_the_seed(killed_run):
     with RunStore.reader(killed_run) as store:
-        mutant = next(e.candidate for e in store.evaluated() if e.candidate.origin == "mutation")
+        # A first-generation child of the seed: a mutant or a model proposal, whichever the run's draws made first.
+        mutant = next(e.candidate for e in store.evaluated() if e.candidate.origin in ("mutation", "model"))
     done = evocode("show", str(killed_run), mutant.id)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith(f"# {mutant.id}: ") and "# mutation of g000-000, generation 0\n" in done.stdout
+    assert done.stdout.startswith(f"# {mutant.id}: ") and f"# {mutant.origin} of g000-000, generation 0\n" in done.stdout
     assert all(description in done.stdout for description in mutant.description.split("; "))
     assert f"\n--- a/train.py\n+++ b/{mutant.id}.py\n" in done.stdout
 
