@@ -183,15 +183,16 @@ def vary(
             events.append((generation, "crossover-fallback", f"{a.id} x {b.id}: {len(info.dropped)} edits dropped, fallback={info.fallback}"))
         return child, "crossover", (a.id, b.id)
     (parent,) = tournament(population, 1, config.tournament, rng)
-    proposed = _proposed(_genome(seed, parent), model, config, rng)
+    genome = _genome(seed, parent)
+    proposed = _proposed(genome, model, config, rng)
     if proposed is not None:
         return proposed, MODEL, (parent.id,)
     if config.stack and rng.random() < config.stack:
-        stacked = stack(_genome(seed, parent), changes, rng)
+        stacked = stack(genome, changes, rng)
         if stacked is not None:
             child, change = stacked
             return child, "stacking", (parent.id, change.donor)
-    return _mutant(events, _genome(seed, parent), mutators, rng, generation, draw(rng)), "mutation", (parent.id,)
+    return _mutant(events, genome, mutators, rng, generation, draw(rng)), "mutation", (parent.id,)
 
 
 def _proposed(parent: Genome, model: Model | None, config: EvolveConfig, rng: np.random.Generator) -> Genome | None:

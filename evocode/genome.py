@@ -194,6 +194,18 @@ def apply_applicable_edits(seed_source: str, edits: Iterable[Edit]) -> tuple[str
     return module.code, tuple(applied), tuple(skipped)
 
 
+def compiled_code(seed_source: str, edits: tuple[Edit, ...], label: str) -> str | None:
+    """The program the edits make of the seed when every one of them applies and the result compiles; None
+    otherwise. For children built from edits already checked elsewhere (a helpful change, a model's constants),
+    where an edit that no longer fits means no child, not an error."""
+    try:
+        code, _, dropped = apply_applicable_edits(seed_source, edits)
+        compile(code, f"<{label}>", "exec")
+    except (EditError, SyntaxError):
+        return None
+    return None if dropped else code
+
+
 @dataclass(frozen=True)
 class Genome:
     """A candidate: the seed's source and the edits that turn it into this program."""

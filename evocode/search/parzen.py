@@ -31,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-from evocode.genome import Edit, EditError, Genome, apply_applicable_edits
+from evocode.genome import Edit, Genome, compiled_code
 from evocode.mutation import format_number
 from evocode.search.noise import fitness
 from evocode.search.space import Param, bounds, coordinate, value
@@ -160,9 +160,5 @@ def model_child(parent: Genome, proposal: dict[str, float | int]) -> Genome | No
         return None
     sites = {e.site for e in edits}
     kept = Genome(parent.seed_source, tuple(e for e in parent.edits if e.site not in sites))
-    try:
-        code, _, dropped = apply_applicable_edits(parent.seed_source, kept.edits + edits)
-        compile(code, "<model child>", "exec")
-    except (EditError, SyntaxError):
-        return None
-    return None if dropped else kept.with_edits(*edits, code=code)
+    code = compiled_code(parent.seed_source, kept.edits + edits, "model child")
+    return None if code is None else kept.with_edits(*edits, code=code)

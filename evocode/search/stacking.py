@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from evocode.genome import Edit, EditError, Genome, apply_applicable_edits
+from evocode.genome import Edit, Genome, compiled_code
 from evocode.search.credit import new_edits, paired_delta
 from evocode.store import Evaluated
 
@@ -75,11 +75,5 @@ def stack(parent: Genome, changes: Sequence[Change], rng: np.random.Generator) -
         return None
     weights = np.array([c.delta for c in options])
     change = options[int(rng.choice(len(options), p=weights / weights.sum()))]
-    try:
-        code, _, dropped = apply_applicable_edits(parent.seed_source, parent.edits + change.edits)
-        compile(code, "<stacked child>", "exec")
-    except (EditError, SyntaxError):
-        return None
-    if dropped:
-        return None
-    return parent.with_edits(*change.edits, code=code), change
+    code = compiled_code(parent.seed_source, parent.edits + change.edits, "stacked child")
+    return None if code is None else (parent.with_edits(*change.edits, code=code), change)
