@@ -126,7 +126,9 @@ def breed(store: RunStore, settings: RunSettings, mutators: list[Mutator], popul
     evaluated = store.evaluated()
     mutators, draw = credit_policy(evaluated, config, mutators)
     changes = helpful_changes(evaluated) if config.stack else []
-    model = fit(constant_space(settings.seed_source, settings.spec.context_length), evaluated) if config.model else None
+    # The time limit as the run's evaluations have it: the derived one once the seed has set it, also on resume.
+    limit_s = with_timeout(settings, store.get("timeout_s")).limits.timeout_s
+    model = fit(constant_space(settings.seed_source, settings.spec.context_length), evaluated, limit_s) if config.model else None
     brood: list[Candidate] = []
     events: list[tuple[int, str, str]] = []
     if generation == 0:

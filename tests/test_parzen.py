@@ -80,6 +80,40 @@ def test_proposals_concentrate_where_the_good_programs_are_and_avoid_the_bad_reg
     assert all(in_box(SPACE[1], d["BATCH_SIZE"]) for d in draws), "powers of two stay powers of two"
 
 
+def timed(cid: str, n_layer: int, batch: int, limit_s: float) -> Evaluated:
+    """A program whose evaluation takes (N_LAYER / 4) · (BATCH_SIZE / 16) seconds, killed at limit_s, and scores better
+    the more it computes (as a larger model does, until it no longer finishes)."""
+    seconds = n_layer / 4 * batch / 16
+    code = f"N_LAYER = {n_layer}\nBATCH_SIZE = {batch}\n"
+    result = EvalResult("ok", val_bpb=3.0 - 0.1 * math.log2(seconds), wall_seconds=seconds) if seconds < limit_s else \
+        EvalResult("timeout", wall_seconds=limit_s)
+    return Evaluated(Candidate(cid, 1, "mutation", ("s",), "[]", "", "", code), result)
+
+
+@pytest.mark.parametrize("observed", [STARTUP - 2, 3 * STARTUP], ids=["startup", "densities"])
+def test_proposals_keep_clear_of_the_time_limit_once_programs_show_what_costs_time(observed):
+    rng = np.random.default_rng(2)
+    runs = [timed(f"c{i:02d}", int(2 ** rng.integers(0, 5)), int(2 ** rng.integers(2, 7)), limit_s=4.0)
+            for i in range(observed)]
+
+    def seconds(d: dict) -> float:
+        return d["N_LAYER"] / 4 * d["BATCH_SIZE"] / 16
+
+    free = [seconds(propose(fit(SPACE, runs), rng)) for _ in range(200)]
+    limited = [seconds(propose(fit(SPACE, runs, limit_s=4.0), rng)) for _ in range(200)]
+    assert np.mean(np.array(free) >= 4.0) > 0.1, "without a limit, the box holds programs that would time out"
+    assert max(limited) < 4.0, "no proposal is one that would time out"
+    assert np.mean(np.array(limited) <= 2.0) > 0.9, "nearly all within half the limit"
+
+
+def test_with_every_proposal_too_costly_the_cheapest_is_made():
+    runs = [timed(f"c{i}", 4, 16, limit_s=1.5) for i in range(3)]  # the seed's own size takes 1 s
+    model = fit(SPACE, runs, limit_s=1.5)
+    assert not model.cost.affordable(np.zeros((1, len(model.space)))).any()
+    draws = [propose(model, np.random.default_rng(i)) for i in range(5)]
+    assert all(in_box(p, d[p.name]) for d in draws for p in model.space)
+
+
 def test_a_model_child_writes_only_the_constants_that_change_replacing_the_parents_edits_there():
     parent = Genome(SEED).with_edits(Edit("scale_constant", "LR", "0.005", "LR → 0.005"),
                                      Edit("scale_constant", "STEPS", "20", "STEPS → 20"))

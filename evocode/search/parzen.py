@@ -21,6 +21,15 @@ parent's genome as edits, replacing any edit the parent has at the same
 constant, so the child keeps its parent's code changes and takes the
 model's constants. Like credit, the model is fitted from the stored
 evaluations only, so a resumed or replayed run proposes the same children.
+
+Proposals also know what they cost. The box lets width, depth and the MLP
+ratio each grow fourfold, so a draw can ask for 50× the seed's compute per
+token, which at a fixed token budget is a timeout: a slot spent for
+nothing. Beside the densities the model fits the log of each evaluation's
+seconds as a linear function of the coordinates (ridge regression: compute
+is close to a product of powers of the sizes, and a coordinate is a log),
+a timed-out one counted at the limit it hit; a draw predicted to need more
+than COST_SHARE of the time limit is not proposed while a cheaper one is.
 """
 
 from __future__ import annotations
@@ -45,6 +54,10 @@ GAMMA = 0.25
 MAX_GOOD = 25  # Optuna's cap: beyond it, more good observations only blur l
 STARTUP = 10  # observations before the densities are used (Optuna's n_startup_trials)
 CANDIDATES = 24  # vectors drawn from l per proposal (Optuna's n_ei_candidates)
+# A draw is proposed only if its predicted seconds are at most this share of the time limit: the prediction comes from
+# a handful of programs and a log time's error is easily a factor of 1.5, so half the limit leaves the margin.
+COST_SHARE = 0.5
+RIDGE = 1.0  # the cost model's penalty on slopes: with few programs, an unseen constant is assumed not to cost
 ORIGIN = "model"
 
 
@@ -100,12 +113,33 @@ def _normal_cdf(z: float) -> float:
 
 
 @dataclass(frozen=True)
+class Cost:
+    """log seconds = intercept + slopes · (coordinates − center), and the limit a proposal must keep clear of."""
+
+    center: np.ndarray
+    intercept: float
+    slopes: np.ndarray
+    limit_s: float | None
+
+    def affordable(self, points: np.ndarray) -> np.ndarray:
+        """Which rows (coordinate vectors) are predicted to take at most COST_SHARE of the limit."""
+        if self.limit_s is None:
+            return np.ones(len(points), dtype=bool)
+        return self.log_seconds(points) <= math.log(COST_SHARE * self.limit_s)
+
+    def log_seconds(self, points: np.ndarray) -> np.ndarray:
+        return self.intercept + (points - self.center) @ self.slopes
+
+
+@dataclass(frozen=True)
 class Model:
-    """Per constant, the densities of good (l) and bad (g) programs' values; None before STARTUP observations."""
+    """Per constant, the densities of good (l) and bad (g) programs' values (None before STARTUP observations), and
+    what a program costs."""
 
     space: tuple[Param, ...]
     good: tuple[Density, ...] | None
     bad: tuple[Density, ...] | None
+    cost: Cost | None = None
 
 
 def observations(space: Sequence[Param], evaluated: Sequence[Evaluated]) -> list[dict[str, float]]:
@@ -124,28 +158,59 @@ def observations(space: Sequence[Param], evaluated: Sequence[Evaluated]) -> list
     return found
 
 
-def fit(space: Sequence[Param], evaluated: Sequence[Evaluated]) -> Model:
-    """The model of the evaluated programs (at the full budget, each by its fitness over its seeds)."""
+def fit(space: Sequence[Param], evaluated: Sequence[Evaluated], limit_s: float | None = None) -> Model:
+    """The model of the evaluated programs (at the full budget, each by its fitness over its seeds), and of their
+    cost under the per-candidate time limit limit_s (None: no limit, any cost will do)."""
     space = tuple(p for p in space if bounds(p)[0] < bounds(p)[1])
+    cost = fit_cost(space, evaluated, limit_s)
     points = observations(space, evaluated)
     if len(points) < STARTUP:
-        return Model(space, None, None)
+        return Model(space, None, None, cost)
     n_good = min(math.ceil(GAMMA * len(points)), MAX_GOOD)
 
     def densities(group: list[dict[str, float]]) -> tuple[Density, ...]:
         return tuple(parzen([pt[p.name] for pt in group if p.name in pt], *bounds(p)) for p in space)
 
-    return Model(space, densities(points[:n_good]), densities(points[n_good:]))
+    return Model(space, densities(points[:n_good]), densities(points[n_good:]), cost)
+
+
+def fit_cost(space: Sequence[Param], evaluated: Sequence[Evaluated], limit_s: float | None) -> Cost | None:
+    """Ridge regression of log wall seconds on the coordinates, over the programs that finished or timed out (a
+    timeout at the limit it was killed at: at least that long); None when no program has a time yet. A constant a
+    program lacks sits at the seed's value."""
+    center = np.array([coordinate(p, p.value) for p in space], dtype=float)
+    rows, times = [], []
+    for e in evaluated:
+        if e.result.status not in ("ok", "timeout") or e.result.wall_seconds <= 0:
+            continue
+        numbers = module_numbers(e.candidate.code)
+        xs = [coordinate(p, numbers[p.name]) if p.name in numbers else None for p in space]
+        rows.append([c if x is None else x for x, c in zip(xs, center)])
+        seconds = e.result.wall_seconds if e.result.status == "ok" else max(e.result.wall_seconds, limit_s or 0.0)
+        times.append(math.log(seconds))
+    if not rows or not space:
+        return None
+    x, y = np.array(rows) - center, np.array(times)
+    mean_x, mean_y = x.mean(axis=0), y.mean()
+    xc = x - mean_x
+    slopes = np.linalg.solve(xc.T @ xc + RIDGE * np.eye(len(space)), xc.T @ (y - mean_y))
+    return Cost(center, float(mean_y - mean_x @ slopes), slopes, limit_s)
 
 
 def propose(model: Model, rng: np.random.Generator) -> dict[str, float | int]:
-    """Values for every constant of the space: the best of CANDIDATES draws from l by l / g, or a uniform draw."""
-    if model.good is None or model.bad is None:
-        return {p.name: value(p, rng.uniform(*bounds(p))) for p in model.space}
-    drawn = [good.sample(rng, CANDIDATES) for good in model.good]
-    # Scored where they will be written: a power of two's exponent once rounded.
+    """Values for every constant of the space: of CANDIDATES draws, from l (or, before the densities, uniform in the
+    box), the affordable ones compete by l / g (or the first is taken); when none is affordable, the cheapest."""
+    startup = model.good is None or model.bad is None
+    drawn = [rng.uniform(*bounds(p), size=CANDIDATES) for p in model.space] if startup else \
+        [good.sample(rng, CANDIDATES) for good in model.good]
+    # Scored and costed where they will be written: a power of two's exponent once rounded.
     written = [np.array([coordinate(p, value(p, x)) for x in xs]) for p, xs in zip(model.space, drawn)]
-    score = sum(good.log_pdf(xs) - bad.log_pdf(xs) for good, bad, xs in zip(model.good, model.bad, written))
+    score = np.zeros(CANDIDATES) if startup else \
+        sum(good.log_pdf(xs) - bad.log_pdf(xs) for good, bad, xs in zip(model.good, model.bad, written))
+    if model.cost is not None:
+        points = np.stack(written, axis=1)
+        affordable = model.cost.affordable(points)
+        score = np.where(affordable, score, -np.inf) if affordable.any() else -model.cost.log_seconds(points)
     best = int(np.argmax(score))
     return {p.name: value(p, xs[best]) for p, xs in zip(model.space, drawn)}
 
