@@ -29,7 +29,7 @@ from evocode.outputs import write_candidate, write_summary
 from evocode.search.fidelity import brood_size, promoted, rung_budgets, screened_out
 from evocode.search.credit import credited, mutator_weights, trials
 from evocode.search.noise import baseline_seeds, next_round
-from evocode.search.parzen import ORIGIN as MODEL, Model, fit, model_child, propose
+from evocode.search.parzen import ORIGIN as MODEL, Model, fit, fit_cost, model_child, propose
 from evocode.search.selection import Individual, next_population, tournament
 from evocode.search.space import constant_space
 from evocode.search.stacking import Change, helpful_changes, stack
@@ -223,14 +223,16 @@ def evaluate_jobs(
     """Evaluate the candidates that have no result yet and the planned re-evaluations, sharing the slots; each result
     is committed as it arrives.
 
-    The longest go first, as expected from the parents' times (a re-evaluation: the candidate's own): the
-    phase waits for its slowest evaluation, and starting it early leaves the short ones to fill the last gaps.
+    The longest go first, as expected from the parents' times and the constants that changed (a re-evaluation:
+    the candidate's own time): the phase waits for its slowest evaluation, and starting it early leaves the short
+    ones to fill the last gaps.
     """
     done = store.results()
     pending = {c.id: c for c in candidates if c.id not in done}
     again = {f"{r.candidate_id} seed {r.seed}": r for r in reevaluations}
-    codes = {c.id: c.code for c in store.candidates()} if again else {}
-    seconds = {c.id: _parents_seconds(c, done) for c in pending.values()}
+    codes = {c.id: c.code for c in store.candidates()}
+    expected = _expected_seconds(store, settings, done, codes)
+    seconds = {c.id: expected(c) for c in pending.values()}
     seconds |= {key: done[r.candidate_id].wall_seconds if r.candidate_id in done else 0.0 for key, r in again.items()}
     jobs = [Job(c.id, c.code, settings.config.seed, settings.spec) for c in pending.values()]
     jobs += [Job(key, codes[r.candidate_id], r.seed, settings.spec) for key, r in again.items()]
@@ -277,9 +279,9 @@ def evaluate_rung(store: RunStore, settings: RunSettings, planned: list[RungEval
     spec = replace(settings.spec, budget=budget)
     limits = with_timeout(settings, rung_timeout(settings.limits.timeout_s if settings.auto_timeout else None, budget,
                                                  settings.spec.budget)).limits
-    done = store.results()
+    expected = _expected_seconds(store, settings, store.results(), {cid: c.code for cid, c in candidates.items()})
     # The longest first, as evaluate_jobs orders them: rungs run one after another, so a rung's tail is idle slots.
-    ordered = sorted(planned, key=lambda r: -_parents_seconds(candidates[r.candidate_id], done))
+    ordered = sorted(planned, key=lambda r: -expected(candidates[r.candidate_id]))
     jobs = [Job(r.candidate_id, candidates[r.candidate_id].code, settings.config.seed, spec) for r in ordered]
     for key, result in evaluate_many(jobs, limits):
         store.add_rung_result(key, rung, result)
@@ -287,9 +289,19 @@ def evaluate_rung(store: RunStore, settings: RunSettings, planned: list[RungEval
         summarize(store, settings, run_dir)
 
 
-def _parents_seconds(candidate: Candidate, done: dict[str, EvalResult]) -> float:
-    """How long a child is expected to take: its slowest parent's time (0 when none has one)."""
-    return max((done[p].wall_seconds for p in candidate.parents if p in done), default=0.0)
+def _expected_seconds(store: RunStore, settings: RunSettings, done: dict[str, EvalResult],
+                      codes: dict[str, str]) -> Callable[[Candidate], float]:
+    """How long a child is expected to take: its slowest parent's time, times what the cost model of the run's
+    programs (evocode.search.parzen) says its constants cost against that parent's (0 when no parent has a time)."""
+    cost = fit_cost(constant_space(settings.seed_source, settings.spec.context_length), store.evaluated(),
+                    settings.limits.timeout_s)
+
+    def expected(candidate: Candidate) -> float:
+        timed = [p for p in candidate.parents if p in done and p in codes]
+        return max((done[p].wall_seconds * (cost.ratio(candidate.code, codes[p]) if cost else 1.0) for p in timed),
+                   default=0.0)
+
+    return expected
 
 
 def summarize(store: RunStore, settings: RunSettings, run_dir: Path) -> list[Evaluated]:

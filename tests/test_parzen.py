@@ -114,6 +114,15 @@ def test_with_every_proposal_too_costly_the_cheapest_is_made():
     assert all(in_box(p, d[p.name]) for d in draws for p in model.space)
 
 
+def test_the_cost_model_expects_a_child_with_twice_the_layers_to_take_about_twice_as_long():
+    """What orders a phase's evaluations longest first (evocode.evolve.evaluate_jobs)."""
+    runs = [timed(f"c{n}{b}", n, b, limit_s=100.0) for n in (1, 2, 4, 8, 16) for b in (4, 16, 64)]
+    cost = fit(SPACE, runs, limit_s=100.0).cost
+    assert cost.ratio("N_LAYER = 8\nBATCH_SIZE = 16\n", than="N_LAYER = 4\nBATCH_SIZE = 16\n") == pytest.approx(2.0, rel=0.2)
+    assert cost.ratio("N_LAYER = 4\nBATCH_SIZE = 16\nLR = 0.1\n", than="N_LAYER = 4\nBATCH_SIZE = 16\n") == \
+        pytest.approx(1.0, abs=0.05), "a constant no program moved costs nothing"
+
+
 def test_a_model_child_writes_only_the_constants_that_change_replacing_the_parents_edits_there():
     parent = Genome(SEED).with_edits(Edit("scale_constant", "LR", "0.005", "LR → 0.005"),
                                      Edit("scale_constant", "STEPS", "20", "STEPS → 20"))

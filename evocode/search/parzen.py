@@ -116,7 +116,8 @@ def _normal_cdf(z: float) -> float:
 class Cost:
     """log seconds = intercept + slopes · (coordinates − center), and the limit a proposal must keep clear of."""
 
-    center: np.ndarray
+    space: tuple[Param, ...]
+    center: np.ndarray  # the seed's coordinates
     intercept: float
     slopes: np.ndarray
     limit_s: float | None
@@ -129,6 +130,16 @@ class Cost:
 
     def log_seconds(self, points: np.ndarray) -> np.ndarray:
         return self.intercept + (points - self.center) @ self.slopes
+
+    def point(self, code: str) -> np.ndarray:
+        """The program's coordinates; a constant it lacks (or has no coordinate for) sits at the seed's value."""
+        numbers = module_numbers(code)
+        xs = [coordinate(p, numbers[p.name]) if p.name in numbers else None for p in self.space]
+        return np.array([c if x is None else x for x, c in zip(xs, self.center)])
+
+    def ratio(self, code: str, than: str) -> float:
+        """How many times as long the program code is predicted to take as the program than."""
+        return float(np.exp(self.log_seconds(self.point(code)[None]) - self.log_seconds(self.point(than)[None]))[0])
 
 
 @dataclass(frozen=True)
@@ -176,25 +187,20 @@ def fit(space: Sequence[Param], evaluated: Sequence[Evaluated], limit_s: float |
 
 def fit_cost(space: Sequence[Param], evaluated: Sequence[Evaluated], limit_s: float | None) -> Cost | None:
     """Ridge regression of log wall seconds on the coordinates, over the programs that finished or timed out (a
-    timeout at the limit it was killed at: at least that long); None when no program has a time yet. A constant a
-    program lacks sits at the seed's value."""
-    center = np.array([coordinate(p, p.value) for p in space], dtype=float)
-    rows, times = [], []
-    for e in evaluated:
-        if e.result.status not in ("ok", "timeout") or e.result.wall_seconds <= 0:
-            continue
-        numbers = module_numbers(e.candidate.code)
-        xs = [coordinate(p, numbers[p.name]) if p.name in numbers else None for p in space]
-        rows.append([c if x is None else x for x, c in zip(xs, center)])
-        seconds = e.result.wall_seconds if e.result.status == "ok" else max(e.result.wall_seconds, limit_s or 0.0)
-        times.append(math.log(seconds))
-    if not rows or not space:
+    timeout at the limit it was killed at: at least that long); None when no program has a time yet."""
+    space = tuple(space)
+    timed = [e for e in evaluated if e.result.status in ("ok", "timeout") and e.result.wall_seconds > 0]
+    if not timed or not space:
         return None
-    x, y = np.array(rows) - center, np.array(times)
+    center = np.array([coordinate(p, p.value) for p in space], dtype=float)
+    unfitted = Cost(space, center, 0.0, np.zeros(len(space)), limit_s)
+    x = np.array([unfitted.point(e.candidate.code) for e in timed]) - center
+    y = np.array([math.log(e.result.wall_seconds if e.result.status == "ok" else max(e.result.wall_seconds, limit_s or 0.0))
+                  for e in timed])
     mean_x, mean_y = x.mean(axis=0), y.mean()
     xc = x - mean_x
     slopes = np.linalg.solve(xc.T @ xc + RIDGE * np.eye(len(space)), xc.T @ (y - mean_y))
-    return Cost(center, float(mean_y - mean_x @ slopes), slopes, limit_s)
+    return Cost(space, center, float(mean_y - mean_x @ slopes), slopes, limit_s)
 
 
 def propose(model: Model, rng: np.random.Generator) -> dict[str, float | int]:
