@@ -153,3 +153,39 @@ def test_a_link_planted_in_place_of_the_export_is_not_followed(tmp_path, tiny_sp
     (tmp_path / "model.pt2").symlink_to(export)
     record = score(tmp_path / "model.pt2", tiny_spec)
     assert record["status"] == "export" and "not a regular file" in record["reason"]
+
+
+class Leaky:
+    """Logits from a running sum of one-hot tokens (causal), plus, optionally, what a cheating model would add."""
+
+    def __init__(self, leak: str | None = None):
+        self.leak = leak
+
+    def __call__(self, x):
+        import torch
+
+        onehot = torch.nn.functional.one_hot(x, 256).float()
+        out = onehot.cumsum(dim=1)
+        if self.leak == "next token":
+            out[:, :-1] += onehot[:, 1:]
+        elif self.leak == "last token, late positions":  # only a cut at the very end can see it
+            half = x.shape[1] // 2
+            out[:, half:-1] += onehot[:, -1:]
+        elif self.leak == "batch mean":
+            out += onehot.mean(dim=0, keepdim=True)
+        return out
+
+
+@pytest.mark.parametrize("rows", [2, 3, 32])
+@pytest.mark.parametrize("leak, rule", [(None, None), ("next token", "sees the future"),
+                                        ("last token, late positions", "sees the future"),
+                                        ("batch mean", "other sequences")])
+def test_the_checks_catch_a_model_that_sees_later_tokens_or_other_rows(rows, leak, rule):
+    import torch
+
+    from evocode.evaluation.scorer import check_integrity
+
+    x = torch.randint(0, 256, (rows, 16), generator=torch.Generator().manual_seed(0))
+    model = Leaky(leak)
+    found = check_integrity(model, x, model(x))
+    assert (found == []) if rule is None else any(rule in f for f in found), found
