@@ -311,8 +311,9 @@ def summarize(store: RunStore, settings: RunSettings, run_dir: Path) -> list[Eva
     return evaluated
 
 
-def elite_round(store: RunStore, settings: RunSettings, population: list[str]) -> list[Reevaluation]:
-    """One more seed for each of the population's elite that is not settled yet (evocode.search.noise).
+def elite_round(store: RunStore, settings: RunSettings, population: list[str], alone: bool = False) -> list[Reevaluation]:
+    """One more seed for each of the population's elite that is not settled yet (evocode.search.noise); a round
+    that runs alone (the last generation's) fills the slots it would leave idle with seeds for the runners-up.
 
     Between generations the round runs beside the next generation's children
     rather than before them: a phase of its own would leave slots idle while
@@ -324,7 +325,7 @@ def elite_round(store: RunStore, settings: RunSettings, population: list[str]) -
     config = settings.config
     pool = [ind.evaluated for ind in individuals(store, population)]
     return next_round(pool, config.elite, config.seeds, config.precision, config.seed, settings.spec.budget,
-                      width=config.slots.count)
+                      width=config.slots.count, runners_up=alone)
 
 
 def reevaluate_elite(store: RunStore, settings: RunSettings, population: list[str], run_dir: Path,
@@ -338,7 +339,7 @@ def reevaluate_elite(store: RunStore, settings: RunSettings, population: list[st
     while True:
         planned = store.pending_reevaluations()
         if not planned:
-            planned = elite_round(store, settings, population)
+            planned = elite_round(store, settings, population, alone=True)
             if not planned:
                 return individuals(store, population)
             store.plan_reevaluations(planned)

@@ -152,6 +152,22 @@ def test_a_round_that_would_leave_slots_idle_gives_the_best_unsettled_their_foll
     ], "never past a candidate's cap of seeds"
 
 
+def test_a_round_that_runs_alone_fills_its_idle_slots_with_seeds_for_the_best_below_the_elite():
+    best, elite, runner_up, next_up = (_evaluated("a", 2.0, 2.1), _evaluated("b", 2.2, 2.3, 2.1), _evaluated("c", 2.4),
+                                       _evaluated("d", 2.5))
+    pool = [next_up, runner_up, elite, best]
+    assert next_round(pool, elite=2, seeds=3, precision=0.0, run_seed=7, budget=100, width=2) == [
+        Reevaluation("a", extra_seed(7, 2), 100)], "beside the children, a round is one job"
+    assert next_round(pool, elite=2, seeds=3, precision=0.0, run_seed=7, budget=100, width=2, runners_up=True) == [
+        Reevaluation("a", extra_seed(7, 2), 100), Reevaluation("c", extra_seed(7, 1), 100)]
+    assert next_round(pool, elite=2, seeds=3, precision=0.0, run_seed=7, budget=100, width=4, runners_up=True) == [
+        Reevaluation("a", extra_seed(7, 2), 100), Reevaluation("c", extra_seed(7, 1), 100),
+        Reevaluation("d", extra_seed(7, 1), 100)], "one seed per runner-up, while there are some"
+    settled = [_evaluated("a", 2.0, 2.1, 2.0), elite, runner_up]
+    assert next_round(settled, elite=2, seeds=3, precision=0.0, run_seed=7, budget=100, width=2, runners_up=True) == [], \
+        "once the elite are settled the rounds end, whatever the runners-up"
+
+
 def test_the_baseline_runs_beside_as_many_of_its_further_seeds_as_there_are_free_slots():
     assert baseline_seeds(7, seeds=3, slots=1) == ([], [])
     assert baseline_seeds(7, seeds=3, slots=2) == ([extra_seed(7, 1)], [])

@@ -11,7 +11,8 @@ re-evaluations lets a candidate whose luck ran out drop from the elite and the
 next one be checked, until the elite are all settled. Between generations
 one round runs beside the next generation's children (evocode.evolve.elite_round),
 so settling spreads over the generations; the last generation's rounds go on
-until its elite are settled, so the run's best is.
+until its elite are settled, so the run's best is, and since they run alone,
+a slot they would leave idle re-evaluates a runner-up instead.
 
 A round is planned from the stored results alone and recorded before it runs
 (evocode.store.Reevaluation), so a killed run resumes the same round and ends
@@ -81,13 +82,17 @@ def settled(e: Evaluated, seeds: int, precision: float) -> bool:
 
 def next_round(
     pool: Sequence[Evaluated], elite: int, seeds: int, precision: float, run_seed: int, budget: int, width: int = 1,
+    runners_up: bool = False,
 ) -> list[Reevaluation]:
     """One more seed for each of the `elite` best of the pool (by mean) that is not settled; empty when all are.
 
     When that leaves some of the `width` slots that evaluate at once idle, the
     best of them also get their following seeds in the same round (each up to
     its cap): they would get them in the next rounds unless their luck ran
-    out, and an idle slot is wall time lost for certain.
+    out, and an idle slot is wall time lost for certain. A round that runs
+    alone (runners_up) fills its last wave of slots further with one seed for
+    each of the best unsettled programs below the elite: the programs that a
+    member's luck running out would let in.
     """
     ranked = sorted((e for e in pool if e.result.status == "ok"), key=lambda e: (fitness(e).mean, e.candidate.id))
     unsettled = [e for e in ranked[: max(1, elite)] if not settled(e, seeds, precision)]
@@ -99,6 +104,9 @@ def next_round(
             index = 1 + len(e.reevaluations) + depth
             if index < seeds and (depth == 0 or len(planned) < width):
                 planned.append(Reevaluation(e.candidate.id, extra_seed(run_seed, index), budget))
+    below = [e for e in ranked[max(1, elite):] if not settled(e, seeds, precision)] if runners_up and planned else []
+    for e in below[: -len(planned) % width]:
+        planned.append(Reevaluation(e.candidate.id, extra_seed(run_seed, 1 + len(e.reevaluations)), budget))
     return planned
 
 
