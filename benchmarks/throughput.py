@@ -34,6 +34,7 @@ from evocode.mutation import load_mutators
 from evocode.settings import EvolveConfig, RunSettings
 from evocode.evaluation.runner import Limits
 from evocode.spec import EvalSpec
+from evocode.store import RunStore
 
 SEED_SCRIPT = Path(__file__).resolve().parent.parent / "seeds" / "train.py"
 
@@ -43,20 +44,26 @@ def measure(settings: RunSettings) -> dict:
     gpus = settings.config.gpus
     sampler = _gpu_sampler() if gpus else None
     with tempfile.TemporaryDirectory(prefix="evocode-throughput-") as run_dir:
-        started = time.perf_counter()
+        started, epoch = time.perf_counter(), time.time()
         evaluated = evolve(settings, Path(run_dir), load_mutators())
         wall = time.perf_counter() - started
+        with RunStore.reader(Path(run_dir)) as store:
+            finished = store.finish_times()
     gpu_util = _gpu_utilization(sampler) if sampler else None
     results = [r for e in evaluated for r in (e.result, *e.reevaluations)]
+    ends = [finished.get(e.candidate.id) for e in evaluated] + \
+        [finished.get(f"{e.candidate.id} seed {r.seed} budget {r.budget}") for e in evaluated for r in e.reevaluations]
     overheads = sorted(r.wall_seconds - r.train_seconds - r.scoring_seconds for r in results if r.status == "ok")
     slots = settings.config.slots.count
     capacity = slots * wall
+    between, tails = idle_split([(end - r.wall_seconds, end) for r, end in zip(results, ends) if end], slots, epoch, epoch + wall)
     return {
         # Where the slots' time went: training, scoring, the rest of each evaluation, and no evaluation at all.
         "shares": {"scoring": sum(r.scoring_seconds for r in results) / capacity,
                    "rest of evaluation": sum(r.wall_seconds - r.train_seconds - r.scoring_seconds
                                              for r in results) / capacity,
-                   "idle": 1 - sum(r.wall_seconds for r in results) / capacity},
+                   "idle between phases": between / capacity,
+                   "idle in phase tails": tails / capacity},
         "evaluations": len(results),
         "wall": wall,
         "overhead_median": statistics.median(overheads),
@@ -67,6 +74,20 @@ def measure(settings: RunSettings) -> dict:
         "scores": {(e.candidate.code_hash, r.seed): r.val_bpb for e in evaluated for r in (e.result, *e.reevaluations)},
         "gpu_util": gpu_util,
     }
+
+
+def idle_split(intervals: list[tuple[float, float]], slots: int, start: float, end: float) -> tuple[float, float]:
+    """Idle slot-seconds while no evaluation runs (the driver between phases: breeding, recording, starting up) and
+    while some do (a phase's tail, waiting for its slowest evaluation). An evaluation's start is its commit time less
+    its wall time, so the driver's recording counts as idle."""
+    events = sorted([(max(start, a), 1) for a, _ in intervals] + [(min(end, b), -1) for _, b in intervals])
+    between = tails = 0.0
+    busy, last = 0, start
+    for t, step in events + [(end, 0)]:
+        gap = (slots - min(busy, slots)) * max(0.0, t - last)
+        between, tails = (between + gap, tails) if busy == 0 else (between, tails + gap)
+        busy, last = busy + step, max(last, t)
+    return between, tails
 
 
 def _gpu_sampler() -> subprocess.Popen:
@@ -108,7 +129,7 @@ def main() -> None:
             + ([f"{r['gpu_util']:.0f}%"] if gpus else [])
             for mode, r in runs.items()]
     header = ["workers", "evaluations", "wall s", "scoring median s", "overhead median s", "overhead p90 s", "utilization (training)",
-              "scoring", "rest of evaluations", "idle slots", "evaluations / hour"]
+              "scoring", "rest of evaluations", "idle: between phases", "idle: phase tails", "evaluations / hour"]
     slots = config.slots
     where = f"{len(gpus)} GPU(s) × {slots.per_gpu} per GPU" if gpus else f"{slots.count} workers × {slots.threads} thread(s)"
     body = "\n\n".join([
@@ -119,8 +140,8 @@ def main() -> None:
         "process's time (loading the exported model, the checks, val_bpb); overhead = an evaluation's wall time − "
         "training − scoring (process start, imports, model build, the runner's own work); utilization = Σ training "
         "seconds ÷ (slots × the run's wall time); scoring, the rest of the evaluations and idle slots are the other "
-        "shares of slots × wall time (idle: the driver breeding, and each phase of a generation waiting for its "
-        "slowest evaluation).",
+        "shares of slots × wall time (idle between phases: no evaluation runs while the driver breeds and records; "
+        "idle in phase tails: a phase waits for its slowest evaluation).",
         table(header + (["GPU utilization"] if gpus else []), rows),
         f"Warm over cold: **{runs['cold']['wall'] / runs['warm']['wall']:.2f}×** the evaluations per hour. "
         f"Same programs in both runs, {same} of {len(runs['cold']['scores'])} with the identical score.",
