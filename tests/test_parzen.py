@@ -34,6 +34,12 @@ def program(cid: str, values: dict[str, float | int], val_bpb: float | None) -> 
     return Evaluated(Candidate(cid, 1, "mutation", ("s",), "[]", "", "", code), result)
 
 
+def timed_program(cid: str, values: dict[str, float | int], val_bpb: float, seconds: float) -> Evaluated:
+    code = "".join(f"{name} = {v!r}\n" for name, v in values.items())
+    return Evaluated(Candidate(cid, 1, "mutation", ("s",), "[]", "", "", code),
+                     EvalResult("ok", val_bpb=val_bpb, wall_seconds=seconds))
+
+
 def in_box(p: Param, v: float | int) -> bool:
     if p.kind == "power_of_two":
         return isinstance(v, int) and v & (v - 1) == 0 and p.low <= math.log2(v) <= p.high
@@ -52,15 +58,20 @@ def test_each_kind_of_constant_round_trips_through_its_coordinate():
         assert type(value(p, x)) is type(p.value)
 
 
-def test_startup_draws_cover_the_box_and_stay_in_it():
-    model = fit(SPACE, [program(f"c{i}", {"LR": 0.01}, 3.0) for i in range(STARTUP - 1)])
-    assert model.good is None, "too few observations to model"
-    rng = np.random.default_rng(0)
-    draws = [propose(model, rng) for _ in range(300)]
-    for p in SPACE:
-        values = [d[p.name] for d in draws]
-        assert all(in_box(p, v) for v in values), (p, values)
-    assert {d["BATCH_SIZE"] for d in draws} == {4, 8, 16, 32, 64}, "every power of two in ±2 doublings is drawn"
+def test_startup_draws_cover_the_box_once_costs_are_known_and_stay_near_the_seed_before():
+    timed = [timed_program(f"c{i}", {"LR": 0.01 * 2 ** (i % 3)}, 3.0, seconds=1.0 + i) for i in range(STARTUP - 1)]
+    untimed = [program(f"c{i}", {"LR": 0.01}, 3.0) for i in range(STARTUP - 1)]
+    for runs, batches in ((timed, {4, 8, 16, 32, 64}), (untimed, {8, 16, 32}), ([], {8, 16, 32})):
+        model = fit(SPACE, runs)
+        assert model.good is None, "too few observations to model"
+        rng = np.random.default_rng(0)
+        draws = [propose(model, rng) for _ in range(300)]
+        for p in SPACE:
+            values = [d[p.name] for d in draws]
+            assert all(in_box(p, v) for v in values), (p, values)
+        assert {d["BATCH_SIZE"] for d in draws} == batches, (len(runs), "the powers of two within ±2 doublings, or ±1")
+        if runs is not timed:
+            assert all(0.005 <= d["LR"] <= 0.02 for d in draws), "other positives within a factor of 2"
 
 
 def test_proposals_concentrate_where_the_good_programs_are_and_avoid_the_bad_region():
@@ -107,11 +118,12 @@ def test_proposals_keep_clear_of_the_time_limit_once_programs_show_what_costs_ti
 
 
 def test_with_every_proposal_too_costly_the_cheapest_is_made():
-    runs = [timed(f"c{i}", 4, 16, limit_s=1.5) for i in range(3)]  # the seed's own size takes 1 s
+    runs = [timed(f"c{n}-{b}", n, b, limit_s=1.5) for n, b in ((4, 16), (8, 16), (4, 32))]  # the seed's size takes 1 s
     model = fit(SPACE, runs, limit_s=1.5)
-    assert not model.cost.affordable(np.zeros((1, len(model.space)))).any()
+    assert not model.cost.affordable(model.cost.center[None]).any()
     draws = [propose(model, np.random.default_rng(i)) for i in range(5)]
     assert all(in_box(p, d[p.name]) for d in draws for p in model.space)
+    assert all(d["N_LAYER"] / 4 * d["BATCH_SIZE"] / 16 < 1.0 for d in draws), "cheaper than the seed"
 
 
 def test_the_cost_model_expects_a_child_with_twice_the_layers_to_take_about_twice_as_long():

@@ -30,6 +30,11 @@ seconds as a linear function of the coordinates (ridge regression: compute
 is close to a product of powers of the sizes, and a coordinate is a log),
 a timed-out one counted at the limit it hit; a draw predicted to need more
 than COST_SHARE of the time limit is not proposed while a cheaper one is.
+Until programs with different constants have been timed, what a draw costs
+is unknown, so startup draws stay within half of the box's reach from the
+seed's values (a power of two within one doubling, a factor of 2 for other
+positives): the full box's corners time out in two draws out of five at the
+default limit, and the first generation is all startup draws.
 """
 
 from __future__ import annotations
@@ -187,14 +192,16 @@ def fit(space: Sequence[Param], evaluated: Sequence[Evaluated], limit_s: float |
 
 def fit_cost(space: Sequence[Param], evaluated: Sequence[Evaluated], limit_s: float | None) -> Cost | None:
     """Ridge regression of log wall seconds on the coordinates, over the programs that finished or timed out (a
-    timeout at the limit it was killed at: at least that long); None when no program has a time yet."""
+    timeout at the limit it was killed at: at least that long); None until two timed programs differ in a constant."""
     space = tuple(space)
     timed = [e for e in evaluated if e.result.status in ("ok", "timeout") and e.result.wall_seconds > 0]
-    if not timed or not space:
+    if not space:
         return None
     center = np.array([coordinate(p, p.value) for p in space], dtype=float)
     unfitted = Cost(space, center, 0.0, np.zeros(len(space)), limit_s)
-    x = np.array([unfitted.point(e.candidate.code) for e in timed]) - center
+    x = np.array([unfitted.point(e.candidate.code) for e in timed]).reshape(len(timed), len(space)) - center
+    if len(timed) < 2 or not np.ptp(x, axis=0).any():
+        return None  # no program moved a constant (or none has a time): nothing says what one costs
     y = np.array([math.log(e.result.wall_seconds if e.result.status == "ok" else max(e.result.wall_seconds, limit_s or 0.0))
                   for e in timed])
     mean_x, mean_y = x.mean(axis=0), y.mean()
@@ -207,7 +214,8 @@ def propose(model: Model, rng: np.random.Generator) -> dict[str, float | int]:
     """Values for every constant of the space: of CANDIDATES draws, from l (or, before the densities, uniform in the
     box), the affordable ones compete by l / g (or the first is taken); when none is affordable, the cheapest."""
     startup = model.good is None or model.bad is None
-    drawn = [rng.uniform(*bounds(p), size=CANDIDATES) for p in model.space] if startup else \
+    box = bounds if model.cost is not None else near
+    drawn = [rng.uniform(*box(p), size=CANDIDATES) for p in model.space] if startup else \
         [good.sample(rng, CANDIDATES) for good in model.good]
     # Scored and costed where they will be written: a power of two's exponent once rounded.
     written = [np.array([coordinate(p, value(p, x)) for x in xs]) for p, xs in zip(model.space, drawn)]
@@ -219,6 +227,13 @@ def propose(model: Model, rng: np.random.Generator) -> dict[str, float | int]:
         score = np.where(affordable, score, -np.inf) if affordable.any() else -model.cost.log_seconds(points)
     best = int(np.argmax(score))
     return {p.name: value(p, xs[best]) for p, xs in zip(model.space, drawn)}
+
+
+def near(p: Param) -> tuple[float, float]:
+    """The constant's range halved toward the seed's value: where a draw of unknown cost stays."""
+    low, high = bounds(p)
+    x = min(high, max(low, coordinate(p, p.value)))
+    return x - (x - low) / 2, x + (high - x) / 2
 
 
 def model_child(parent: Genome, proposal: dict[str, float | int]) -> Genome | None:
