@@ -25,6 +25,7 @@ tokens.
 
     python benchmarks/search.py [--budget 100000] [--population 6] [--generations 3] [--search-seeds 5]
         [--recheck-seeds 4] [--timeout 60] [--workers CORES] [--rungs 1] [--eta 3] [--ablations]
+        [--set FIELD=VALUE ...] [--evocode-only]
 
 Needs Optuna: `pip install -e '.[bench]'`.
 """
@@ -167,6 +168,23 @@ def tokens_to_reach(trace: tuple[tuple[int, float | None], ...], seed_bpb: float
     return None
 
 
+def config_change(text: str) -> tuple[str, object]:
+    """FIELD=VALUE for EvolveConfig, the value read as the field's default is typed."""
+    name, _, raw = text.partition("=")
+    defaults = EvolveConfig(workers=1)
+    if not hasattr(defaults, name) or name in ("seed", "workers", "population", "generations", "rungs", "eta"):
+        raise argparse.ArgumentTypeError(f"{name!r} is not an EvolveConfig field this option sets (the others have flags)")
+    kind = type(getattr(defaults, name))
+    if kind not in (bool, int, float):
+        raise argparse.ArgumentTypeError(f"{name} is not a number or a switch; set it in a script")
+    if kind is bool:
+        return name, raw.lower() in ("1", "true", "yes", "on")
+    try:
+        return name, kind(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name} takes a {kind.__name__}, got {raw!r}") from None
+
+
 def _spread(values: list[float]) -> str:
     return f"{statistics.median(values):+.4f} [{min(values):+.4f}, {max(values):+.4f}]"
 
@@ -186,6 +204,9 @@ def main() -> None:
                         help="also run evocode without credit, without re-evaluation, with fixed steps, without stacking, without model "
                              "proposals, and with rungs on "
                              "(off when --rungs turned them on) (its own RESULTS section)")
+    parser.add_argument("--set", action="append", default=[], type=config_change, metavar="FIELD=VALUE",
+                        help="an EvolveConfig field for every evocode run, e.g. model=1.0 or seeds=2 (repeatable): "
+                             "pilots of other settings are commands anyone can run")
     parser.add_argument("--evocode-only", action="store_true",
                         help="run and recheck evocode's variants only, not the baselines matched to them (a pilot: no "
                              "comparison, its own RESULTS section)")
@@ -204,8 +225,8 @@ def main() -> None:
         variants |= {"evocode, rungs on": {"rungs": ABLATION_RUNGS}} if args.rungs == 1 else {"evocode, no rungs": {"rungs": 1}}
     rows, rechecked, reach = [], {}, {}
     for search_seed in range(args.search_seeds):
-        base = EvolveConfig(population=args.population, generations=args.generations, workers=args.workers, seed=search_seed,
-                            rungs=args.rungs, eta=args.eta)
+        base = replace(EvolveConfig(population=args.population, generations=args.generations, workers=args.workers,
+                                    seed=search_seed, rungs=args.rungs, eta=args.eta), **dict(args.set))
         outcomes = [evocode_search(name, seed_source, replace(base, **change), spec, limits) for name, change in variants.items()]
         evo = outcomes[0]
         seed_bpb = evo.seed_bpb
@@ -238,7 +259,7 @@ def _command(args) -> str:
     return (f"`python benchmarks/search.py --budget {args.budget} --population {args.population} --generations "
             f"{args.generations} --search-seeds {args.search_seeds} --recheck-seeds {args.recheck_seeds} --timeout {args.timeout:g} "
             f"--workers {args.workers} --rungs {args.rungs} --eta {args.eta}{' --ablations' if args.ablations else ''}"
-            f"{' --evocode-only' if args.evocode_only else ''}`")
+            f"{''.join(f' --set {k}={v}' for k, v in args.set)}{' --evocode-only' if args.evocode_only else ''}`")
 
 
 def pilot_report(args, rows, rechecked, fresh, seed_re) -> str:
