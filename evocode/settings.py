@@ -41,7 +41,7 @@ class EvolveConfig:
     tournament: int = 3
     elite: int = 2
     cx: float = 0.3
-    model: float = 0.7  # of the children not from crossover, the share the model proposes (evocode.search.parzen)
+    model: float = 0.3  # of the children not from crossover, the share the model proposes (evocode.search.parzen)
     stack: float = 0.5  # of the children not from crossover, the share that take on a change that helped (evocode.search.stacking)
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     gpus: tuple[str, ...] = ()
