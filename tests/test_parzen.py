@@ -28,16 +28,11 @@ SPACE = constant_space(SEED, context_length=256)
 PLUGINS = REPO / "tests" / "plugins"
 
 
-def program(cid: str, values: dict[str, float | int], val_bpb: float | None) -> Evaluated:
+def program(cid: str, values: dict[str, float | int], val_bpb: float | None, seconds: float = 0.0) -> Evaluated:
     code = "".join(f"{name} = {v!r}\n" for name, v in values.items())
-    result = EvalResult("ok", val_bpb=val_bpb) if val_bpb is not None else EvalResult("crash", reason="RuntimeError")
+    result = EvalResult("ok", val_bpb=val_bpb, wall_seconds=seconds) if val_bpb is not None else \
+        EvalResult("crash", reason="RuntimeError")
     return Evaluated(Candidate(cid, 1, "mutation", ("s",), "[]", "", "", code), result)
-
-
-def timed_program(cid: str, values: dict[str, float | int], val_bpb: float, seconds: float) -> Evaluated:
-    code = "".join(f"{name} = {v!r}\n" for name, v in values.items())
-    return Evaluated(Candidate(cid, 1, "mutation", ("s",), "[]", "", "", code),
-                     EvalResult("ok", val_bpb=val_bpb, wall_seconds=seconds))
 
 
 def in_box(p: Param, v: float | int) -> bool:
@@ -59,7 +54,7 @@ def test_each_kind_of_constant_round_trips_through_its_coordinate():
 
 
 def test_startup_draws_cover_the_box_once_costs_are_known_and_stay_near_the_seed_before():
-    timed = [timed_program(f"c{i}", {"LR": 0.01 * 2 ** (i % 3)}, 3.0, seconds=1.0 + i) for i in range(STARTUP - 1)]
+    timed = [program(f"c{i}", {"LR": 0.01 * 2 ** (i % 3)}, 3.0, seconds=1.0 + i) for i in range(STARTUP - 1)]
     untimed = [program(f"c{i}", {"LR": 0.01}, 3.0) for i in range(STARTUP - 1)]
     for runs, batches in ((timed, {4, 8, 16, 32, 64}), (untimed, {8, 16, 32}), ([], {8, 16, 32})):
         model = fit(SPACE, runs)
@@ -94,11 +89,11 @@ def test_proposals_concentrate_where_the_good_programs_are_and_avoid_the_bad_reg
 def timed(cid: str, n_layer: int, batch: int, limit_s: float) -> Evaluated:
     """A program whose evaluation takes (N_LAYER / 4) · (BATCH_SIZE / 16) seconds, killed at limit_s, and scores better
     the more it computes (as a larger model does, until it no longer finishes)."""
-    seconds = n_layer / 4 * batch / 16
-    code = f"N_LAYER = {n_layer}\nBATCH_SIZE = {batch}\n"
-    result = EvalResult("ok", val_bpb=3.0 - 0.1 * math.log2(seconds), wall_seconds=seconds) if seconds < limit_s else \
-        EvalResult("timeout", wall_seconds=limit_s)
-    return Evaluated(Candidate(cid, 1, "mutation", ("s",), "[]", "", "", code), result)
+    seconds, values = n_layer / 4 * batch / 16, {"N_LAYER": n_layer, "BATCH_SIZE": batch}
+    if seconds < limit_s:
+        return program(cid, values, 3.0 - 0.1 * math.log2(seconds), seconds)
+    timed_out = program(cid, values, None)
+    return Evaluated(timed_out.candidate, EvalResult("timeout", wall_seconds=limit_s))
 
 
 @pytest.mark.parametrize("observed", [STARTUP - 2, 3 * STARTUP], ids=["startup", "densities"])
