@@ -180,12 +180,34 @@ def sigkill_driver(driver: subprocess.Popen) -> None:
     """Kill the driver alone, as a crash would: its workers must notice and stop their candidates."""
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()
-    # Workers look for their driver once a second; on a loaded machine (tests run two files at once) they may take longer.
-    deadline = time.time() + 30
-    while candidates_alive() and time.time() < deadline:
+    # Workers look for their driver once a second, and a candidate whose request was on its way when the driver died
+    # may start after it; on a loaded machine (tests run two files at once) both take longer. So: within the deadline,
+    # every candidate is gone and none has appeared for a few seconds.
+    deadline, quiet_s = time.time() + 30, 5.0
+    left, quiet_since = candidates_alive(), time.time()
+    while time.time() < deadline and (left or time.time() - quiet_since < quiet_s):
         time.sleep(0.2)
-    left = {pid: _cmdline(pid).replace(b"\0", b" ")[:200].decode(errors="replace") for pid in candidates_alive()}
-    assert left == {}, f"candidates kept training after their driver died: {left}"
+        left = candidates_alive()
+        if left:
+            quiet_since = time.time()
+    described = {pid: _described(pid) for pid in left}
+    assert described == {}, f"candidates kept training after their driver died: {described}"
+
+
+def _described(pid: int) -> str:
+    """A leftover process as a failure message needs it: its command line, state, age and directory, and its ancestors'."""
+    chain = []
+    while pid > 1 and len(chain) < 8:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            break
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        command = _cmdline(pid).replace(bytes(1), b" ")[:100].decode(errors="replace")
+        chain.append(f"{pid} [{fields[0]}, pgid {fields[2]}, {age:.0f} s old, in {cwd}] {command}")
+        pid = int(fields[1])
+    return " <- ".join(chain)
 
 
 def evolve_killed_after(args: list[str], run_dir: Path, marker: str) -> dict[str, float]:

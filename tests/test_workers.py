@@ -8,10 +8,14 @@ leftovers would show in the next.
 from __future__ import annotations
 
 import os
+import sys
+
+import pytest
 
 from conftest import children_alive, is_fork_server, live_processes, process_alive
+from evocode.evaluation.process import DriverGone, run_isolated
 from evocode.evaluation.runner import Limits, evaluate
-from evocode.evaluation.workers import detect_gpus
+from evocode.evaluation.workers import detect_gpus, run_warm
 from evocode.executors.local import Slots
 
 CORRUPTER = """
@@ -43,6 +47,24 @@ def test_a_candidate_that_corrupts_module_state_does_not_change_the_next_score(s
     assert "corrupted" in corrupted.log_tail
     assert before.status == after.status == "ok"
     assert after.val_bpb == before.val_bpb
+    assert children_alive() == []
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["warm", "cold"])
+def test_a_worker_whose_driver_is_gone_starts_nothing(tmp_path, warm):
+    """A worker learns of its driver's death only when it looks; it must look before it starts the next candidate."""
+    script = tmp_path / "candidate.py"
+    script.write_text("open('started', 'w').close()\n")
+    limits, env = Limits(timeout_s=20, sandbox=False), {"PATH": os.environ["PATH"]}
+    if warm:  # a server up and idle, as between two candidates: it would fork at once
+        assert run_warm(str(script), str(tmp_path), str(tmp_path), env, limits, cuda_possible=False).returncode == 0
+        (tmp_path / "started").unlink()
+    with pytest.raises(DriverGone):
+        if warm:
+            run_warm(str(script), str(tmp_path), str(tmp_path), env, limits, cuda_possible=False, driver_gone=lambda: True)
+        else:
+            run_isolated([sys.executable, str(script)], str(tmp_path), env, limits, driver_gone=lambda: True)
+    assert not (tmp_path / "started").exists()
     assert children_alive() == []
 
 

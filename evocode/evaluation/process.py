@@ -52,6 +52,13 @@ class DriverGone(RuntimeError):
 DriverWatch = Callable[[], bool]
 
 
+def refuse_if_gone(driver_gone: DriverWatch) -> None:
+    """Start nothing for a driver already gone: a worker that has not yet noticed would otherwise start a candidate
+    (or a scorer) that nobody reads, and that lives until the worker's next look."""
+    if driver_gone():
+        raise DriverGone("the driver that asked for this evaluation is gone")
+
+
 def parent_watch(driver_pid: int | None) -> DriverWatch:
     """The watch of a worker process that its driver started: the worker is re-parented when the driver dies."""
     in_worker = driver_pid is not None and driver_pid != os.getpid()
@@ -77,6 +84,7 @@ def run_isolated(
     fds: descriptors the program inherits, by the environment variable that names each.
     """
     fds = fds or {}
+    refuse_if_gone(driver_gone)
     proc = subprocess.Popen(
         argv,
         cwd=cwd,
