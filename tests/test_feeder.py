@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import children_alive
+from evocode.evaluation import feeder
 from evocode.evaluation.feeder import REFUSED, Ledger
-from evocode.evaluation.runner import evaluate
+from evocode.evaluation.runner import Limits, evaluate
 
 BEFORE_FINISH = "    harness.finish(model)\n"
 
@@ -79,3 +80,73 @@ def test_a_ledger_spends_the_budget_exactly_then_refuses():
 
 def test_the_same_seed_and_requests_give_the_same_windows():
     assert ledger(seed=5).draw(4, 16) == ledger(seed=5).draw(4, 16) != ledger(seed=6).draw(4, 16)
+
+
+class Clock:
+    """time.monotonic for a ledger, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def paced(monkeypatch, draws: int, every_s: float, start_s: float = 0.0, budget: int = 100_000) -> tuple[Ledger, Clock]:
+    """A ledger that has served `draws` batches of 100 tokens, one every every_s seconds after start_s of silence."""
+    clock = Clock()
+    monkeypatch.setattr(feeder.time, "monotonic", clock)
+    book = ledger(budget=budget)
+    clock.now = start_s
+    for _ in range(draws):
+        clock.now += every_s
+        book.draw(1, 100)
+    return book, clock
+
+
+def test_a_candidate_whose_pace_needs_far_more_than_its_limit_is_given_up_once_a_fifth_of_the_limit_has_passed(monkeypatch):
+    # 100 tokens a second: the 100,000-token budget needs 1,000 s against a limit of 100 s.
+    book, clock = paced(monkeypatch, draws=10, every_s=1.0)
+    assert book.projected_seconds(limit_s=100) is None  # 10 s in: too early to judge
+    clock.now = 20.0
+    assert book.projected_seconds(limit_s=100) == pytest.approx(20 + (100_000 - 1_000) / 100)
+
+
+def test_a_candidate_a_little_over_its_pace_is_left_to_its_limit(monkeypatch):
+    # 1,000 tokens a second for 100,000 tokens: 100 s against a limit of 80 s, within the margin.
+    book, clock = paced(monkeypatch, draws=400, every_s=0.1)  # 40 s in, 40,000 tokens served
+    assert book.projected_seconds(limit_s=80) is None
+
+
+def test_a_slow_start_is_not_held_against_a_fast_pace(monkeypatch):
+    # 60 s before the first batch (a compile, say), then 1,000 tokens a second: done by about 160 s of 200.
+    book, clock = paced(monkeypatch, draws=10, every_s=0.1, start_s=60.0)
+    assert book.projected_seconds(limit_s=200) is None
+
+
+def test_too_few_draws_say_nothing_and_a_spent_budget_has_nothing_left_to_project(monkeypatch):
+    book, clock = paced(monkeypatch, draws=feeder.PACE_DRAWS, every_s=10.0)
+    assert book.projected_seconds(limit_s=100) is None
+    spent, clock = paced(monkeypatch, draws=12, every_s=10.0, budget=1_000)
+    spent.draw(1, 100)
+    assert spent.closed and spent.projected_seconds(limit_s=100) is None
+
+
+SLOW = """
+import time
+from evocode import harness
+for x, y in harness.batches(1, 16):
+    time.sleep(0.2)
+print("trained on every batch", flush=True)
+"""
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["warm", "cold"])
+def test_a_candidate_that_cannot_finish_in_time_is_stopped_early_as_a_timeout(tiny_spec, warm):
+    """4,096 tokens 16 at a time, one draw per 0.2 s, need about 50 s; the limit is 20 s."""
+    result = evaluate(SLOW, tiny_spec, 0, Limits(timeout_s=20), warm=warm)
+    assert result.status == "timeout"
+    assert result.reason.startswith("stopped early: at its pace it would need about ") and "over the 20 s" in result.reason
+    assert "trained on every batch" not in result.log_tail
+    assert 0 < result.tokens < tiny_spec.budget
+    assert children_alive() == []

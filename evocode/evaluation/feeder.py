@@ -5,7 +5,10 @@ its harness asks for (rows, seq_len) over a pipe and the worker that started
 it (the fork server warm, a thread of the runner cold) answers with that
 many random windows, counting every token and refusing past the budget. The
 count and any overdraw reach the runner from the worker, never from the
-candidate. The windows are a pure function of the seed and the sequence of
+candidate. The pace of the draws also tells the worker early when a
+candidate cannot finish within its time limit (`Ledger.projected_seconds`),
+so a slot is not held to the limit by a program that will time out anyway.
+The windows are a pure function of the seed and the sequence of
 requests, so warm and cold runs (and a script run by hand, which keeps a
 `Ledger` in its own process) draw the same batches.
 
@@ -21,6 +24,8 @@ import os
 import select
 import struct
 import threading
+import time
+from collections import deque
 from typing import Mapping
 
 import numpy as np
@@ -31,6 +36,13 @@ from evocode.spec import FEED_REPLIES_VAR, FEED_REQUESTS_VAR, SEED_VAR, EvalSpec
 REQUEST = struct.Struct("<ii")
 REPLY = struct.Struct("<i")
 REFUSED = -1
+# The pace is read over the last PACE_DRAWS draws: recent enough to leave a slow start (a compile, a first step's
+# allocations) behind, long enough to average a step's jitter.
+PACE_DRAWS = 8
+# A candidate is stopped early only once this share of its time limit has passed and, at its pace, it would need more
+# than OVERRUN_MARGIN times the limit: the rest of its budget would have to go more than twice as fast to make it.
+CHECK_AFTER_SHARE = 0.2
+OVERRUN_MARGIN = 1.5
 
 
 class Ledger:
@@ -44,6 +56,8 @@ class Ledger:
         self.closed = False
         self.violations: list[str] = []
         self.rng = np.random.default_rng([seed, 0x7EA1])
+        self.opened = time.monotonic()
+        self.draws: deque[tuple[float, int]] = deque(maxlen=PACE_DRAWS + 1)  # (when, tokens) of the latest draws
 
     def draw(self, rows: int, seq_len: int) -> tuple[int, bytes]:
         """The rows granted and their windows (seq_len + 1 bytes each); 0 rows closes the budget, REFUSED breaks a rule."""
@@ -59,7 +73,21 @@ class Ledger:
             return 0, b""
         starts = self.rng.integers(0, len(self.train) - seq_len - 1, size=rows)
         self.served += rows * seq_len
+        self.draws.append((time.monotonic(), rows * seq_len))
         return rows, np.stack([self.train[s : s + seq_len + 1] for s in starts]).tobytes()
+
+    def projected_seconds(self, limit_s: float, now: float | None = None) -> float | None:
+        """The seconds the candidate would need in all, at the pace of its latest draws, when that is beyond hope:
+        more than OVERRUN_MARGIN × limit_s, seen once CHECK_AFTER_SHARE of the limit has passed; None otherwise."""
+        now = time.monotonic() if now is None else now
+        elapsed = now - self.opened
+        draws = list(self.draws)
+        if elapsed < CHECK_AFTER_SHARE * limit_s or len(draws) <= PACE_DRAWS or self.closed:
+            return None
+        span = draws[-1][0] - draws[0][0]
+        pace = sum(tokens for _, tokens in draws[1:]) / span if span > 0 else float("inf")
+        projected = elapsed + (self.budget - self.served) / pace
+        return projected if projected > OVERRUN_MARGIN * limit_s else None
 
     def report(self) -> dict:
         """What the runner records: the tokens served and the rules broken."""

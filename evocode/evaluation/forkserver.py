@@ -93,7 +93,7 @@ def serve(request: dict, worker: int, replies) -> dict:
     exited = _exit_watch(pid)
     _reply(replies, {"pid": pid})
     try:
-        status, timed_out, tail = _supervise(pid, read_end, limits, worker, feeder, exited)
+        status, timed_out, tail, projected = _supervise(pid, read_end, limits, worker, feeder, exited)
     finally:
         kill_group(pid)
         _reap_orphans()
@@ -103,7 +103,7 @@ def serve(request: dict, worker: int, replies) -> dict:
             feeder.close()
     sandbox = confinement.state if confinement else "off"
     return {"returncode": _returncode(status), "timed_out": timed_out, "log_tail": tail, "sandbox": sandbox,
-            "served": feeder.ledger.report() if feeder else None}
+            "served": feeder.ledger.report() if feeder else None, "projected_s": projected}
 
 
 def _confinement(request: dict) -> Confinement:
@@ -190,8 +190,9 @@ def _exit_watch(pid: int) -> list[int]:
 
 
 def _supervise(pid: int, output: int, limits: Limits, worker: int, feeder: Feeder | None,
-               exited: list[int]) -> tuple[int, bool, str]:
-    """Drain output (keeping the tail) and serve batches until the child exits, its time is up, or the worker is gone."""
+               exited: list[int]) -> tuple[int, bool, str, float | None]:
+    """Drain output (keeping the tail) and serve batches until the child exits, its time is up (or, at its pace,
+    would be before it finishes: the seconds it would need are returned), or the worker is gone."""
     deadline = time.monotonic() + limits.timeout_s
     tail = bytearray()
     open_output = True
@@ -215,11 +216,12 @@ def _supervise(pid: int, output: int, limits: Limits, worker: int, feeder: Feede
         if done:
             # Descendants may still hold the pipe open; what they write after the child's end is not its log.
             tail += _drain_now(output) if open_output else b""
-            return status, False, _text(tail, limits)
-        if time.monotonic() > deadline or os.getppid() != worker:
+            return status, False, _text(tail, limits), None
+        projected = feeder.ledger.projected_seconds(limits.timeout_s) if feeder is not None else None
+        if time.monotonic() > deadline or os.getppid() != worker or projected is not None:
             kill_group(pid)
             _, status = os.waitpid(pid, 0)
-            return status, True, _text(tail, limits)
+            return status, True, _text(tail, limits), projected
 
 
 def _drain_now(output: int) -> bytes:

@@ -50,6 +50,8 @@ class DriverGone(RuntimeError):
 
 # Asked about once a second while a candidate runs: True once nobody will read its result.
 DriverWatch = Callable[[], bool]
+# Asked about once a second while a candidate runs: the seconds it would need, once it cannot finish in time.
+Overrun = Callable[[], "float | None"]
 
 
 def refuse_if_gone(driver_gone: DriverWatch) -> None:
@@ -73,15 +75,18 @@ class ProcessRun:
     sandbox: str = "off"  # "landlock ABI N", "none: <why Landlock is missing>", or "off" when not asked for
     # The feeder's report (evocode.evaluation.feeder.Ledger.report) for a candidate; None for the scorer.
     served: dict | None = None
+    # Set when the candidate was stopped before its limit: the seconds it would have needed at its pace.
+    projected_s: float | None = None
 
 
 def run_isolated(
     argv: list[str], cwd: str, env: dict[str, str], limits: Limits, driver_gone: DriverWatch = lambda: False,
-    confinement: Confinement | None = None, fds: dict[str, int] | None = None,
+    confinement: Confinement | None = None, fds: dict[str, int] | None = None, overrun: Overrun = lambda: None,
 ) -> ProcessRun:
     """Run argv in its own process group under limits (and confined, when given one); kill the whole group when it ends or times out.
 
     fds: descriptors the program inherits, by the environment variable that names each.
+    overrun: asked about once a second; a number (the seconds the program would need) stops it as a timeout now.
     """
     fds = fds or {}
     refuse_if_gone(driver_gone)
@@ -98,27 +103,30 @@ def run_isolated(
     )
     tail = _TailReader(proc.stdout, limits.log_tail_bytes)
     try:
-        timed_out = _wait(proc, limits.timeout_s, driver_gone)
+        timed_out, projected = _wait(proc, limits.timeout_s, driver_gone, overrun)
     finally:
         # Also reaps what the program left running: children sleeping forever, a hung process.
         kill_group(proc.pid)
         proc.wait()
         tail.join()
-    return ProcessRun(proc.returncode, timed_out, tail.text(), confinement.state if confinement else "off")
+    return ProcessRun(proc.returncode, timed_out, tail.text(), confinement.state if confinement else "off", projected_s=projected)
 
 
-def _wait(proc: subprocess.Popen, timeout_s: float, driver_gone: DriverWatch) -> bool:
-    """Wait for the program; True when it ran out of time, DriverGone when the driver died meanwhile."""
+def _wait(proc: subprocess.Popen, timeout_s: float, driver_gone: DriverWatch, overrun: Overrun) -> tuple[bool, float | None]:
+    """Wait for the program: (whether it ran out of time, the seconds it would have needed when stopped early);
+    DriverGone when the driver died meanwhile."""
     deadline = time.monotonic() + timeout_s
     while (left := deadline - time.monotonic()) > 0:
         if driver_gone():
             raise DriverGone("the driver that asked for this evaluation is gone")
+        if (projected := overrun()) is not None:
+            return True, projected
         try:
             proc.wait(timeout=min(1.0, left))
-            return False
+            return False, None
         except subprocess.TimeoutExpired:
             pass
-    return True
+    return True, None
 
 
 def cuda_possible(env: dict[str, str]) -> bool:

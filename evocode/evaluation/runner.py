@@ -140,7 +140,8 @@ def _run_cold(script: str, workdir: str, outdir: str, env: dict[str, str], limit
     feeder, feed = open_feed(ledger_for(env))
     serving = FeederThread(feeder)
     try:
-        run = run_isolated([sys.executable, script], workdir, env, limits, driver_gone, confinement, feed)
+        run = run_isolated([sys.executable, script], workdir, env, limits, driver_gone, confinement, feed,
+                           overrun=lambda: feeder.ledger.projected_seconds(limits.timeout_s))
     finally:
         for fd in feed.values():
             os.close(fd)
@@ -207,6 +208,9 @@ def classify(run: ProcessRun, record: dict | None, fingerprint: str, budget: int
         return "integrity", "; ".join(run.served["violations"])
     if record is not None:
         return _judge_record(record, fingerprint, budget)
+    if run.timed_out and run.projected_s is not None:
+        return "timeout", (f"stopped early: at its pace it would need about {run.projected_s:.0f} s, "
+                           f"over the {limits.timeout_s:g} s wall-clock limit")
     if run.timed_out:
         return "timeout", f"killed after the {limits.timeout_s:g} s wall-clock limit"
     if run.returncode == -signal.SIGXCPU:

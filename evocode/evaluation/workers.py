@@ -69,7 +69,8 @@ class ForkServer:
         # The server may still be importing torch: the candidate's clock starts at its pid.
         pid = self._reply(_SERVER_START_S, driver_gone, child=None)["pid"]
         done = self._reply(limits.timeout_s + 30.0, driver_gone, child=pid)
-        return ProcessRun(done["returncode"], done["timed_out"], done["log_tail"], done["sandbox"], done["served"])
+        return ProcessRun(done["returncode"], done["timed_out"], done["log_tail"], done["sandbox"], done["served"],
+                          done["projected_s"])
 
     def _reply(self, within_s: float, driver_gone: DriverWatch, child: int | None) -> dict:
         """The server's next message; watches the driver meanwhile, as the cold runner does."""
