@@ -209,6 +209,10 @@ def add_evolve_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=probability, default=defaults.model,
                    help="probability that a child not from crossover takes the constants a model of the good and bad "
                         "programs so far proposes (several at once, as TPE does) (default %(default)s)")
+    p.add_argument("--reach", type=probability, default=defaults.reach,
+                   help="until what a program costs is known, how far from the seed's values the model's draws go, as a "
+                        "share of the box's reach: 1 is the whole box, whose corners can take many times the seed's "
+                        "time (default %(default)s)")
     p.add_argument("--stack", type=probability, default=defaults.stack,
                    help="probability that a child not from crossover takes on a change that helped another program, "
                         "rather than a fresh mutation (default %(default)s)")
@@ -291,7 +295,7 @@ def run_evolve(args: argparse.Namespace) -> int:
     check_population(population, args.elite, args.tournament, vars(EvolveConfig()))
     config = EvolveConfig(
         population=population, generations=args.generations, tournament=args.tournament, elite=args.elite,
-        cx=args.cx, model=args.model, stack=args.stack, workers=args.workers, gpus=gpus, per_gpu=args.per_gpu, cold=args.cold, seed=args.seed,
+        cx=args.cx, model=args.model, reach=args.reach, stack=args.stack, workers=args.workers, gpus=gpus, per_gpu=args.per_gpu, cold=args.cold, seed=args.seed,
         mutators=tuple(args.mutators), credit=not args.no_credit, adaptive_steps=not args.no_adaptive_steps,
         seeds=args.seeds, precision=args.precision, rungs=args.rungs, eta=args.eta, **executor_from_args(args),
     )

@@ -42,6 +42,7 @@ class EvolveConfig:
     elite: int = 2
     cx: float = 0.3
     model: float = 0.3  # of the children not from crossover, the share the model proposes (evocode.search.parzen)
+    reach: float = 0.5  # until costs are known, model draws keep to this share of the box's reach from the seed's values
     stack: float = 0.5  # of the children not from crossover, the share that take on a change that helped (evocode.search.stacking)
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     gpus: tuple[str, ...] = ()

@@ -69,6 +69,14 @@ def test_startup_draws_cover_the_box_once_costs_are_known_and_stay_near_the_seed
             assert all(0.005 <= d["LR"] <= 0.02 for d in draws), "other positives within a factor of 2"
 
 
+def test_with_the_whole_reach_startup_draws_cover_the_box_before_costs_are_known():
+    model = fit(SPACE, [], reach=1.0)
+    rng = np.random.default_rng(0)
+    draws = [propose(model, rng) for _ in range(300)]
+    assert {d["BATCH_SIZE"] for d in draws} == {4, 8, 16, 32, 64}
+    assert min(d["LR"] for d in draws) < 0.005 and max(d["LR"] for d in draws) > 0.02
+
+
 def test_proposals_concentrate_where_the_good_programs_are_and_avoid_the_bad_region():
     # LR is best at 0.02 and costs with its log distance from it; BATCH_SIZE does not matter.
     rng = np.random.default_rng(1)

@@ -31,10 +31,15 @@ is close to a product of powers of the sizes, and a coordinate is a log),
 a timed-out one counted at the limit it hit; a draw predicted to need more
 than COST_SHARE of the time limit is not proposed while a cheaper one is.
 Until programs with different constants have been timed, what a draw costs
-is unknown, so startup draws stay within half of the box's reach from the
-seed's values (a power of two within one doubling, a factor of 2 for other
-positives): the full box's corners time out in two draws out of five at the
-default limit, and the first generation is all startup draws.
+is unknown, so startup draws stay within a share of the box's reach from
+the seed's values (`reach`; the default half keeps a power of two within one
+doubling, other positives within a factor of 2): at the default limit, five
+times the seed's time, the full box's corners time out in two draws out of
+five, and the rest of the first generation waits for the slowest draws. Where
+the limit leaves more room (the search benchmark's 60 s is about ten times
+the seed's time at 50k tokens), the whole box finds the far corners that the
+best programs sit in, and a draw that cannot finish is stopped early for its
+pace (evocode.evaluation.feeder), not at the limit.
 """
 
 from __future__ import annotations
@@ -156,6 +161,7 @@ class Model:
     good: tuple[Density, ...] | None
     bad: tuple[Density, ...] | None
     cost: Cost | None = None
+    reach: float = 1.0  # how far from the seed's values a startup draw goes while costs are unknown: a share of the box's reach
 
 
 def observations(space: Sequence[Param], evaluated: Sequence[Evaluated]) -> list[dict[str, float]]:
@@ -174,20 +180,21 @@ def observations(space: Sequence[Param], evaluated: Sequence[Evaluated]) -> list
     return found
 
 
-def fit(space: Sequence[Param], evaluated: Sequence[Evaluated], limit_s: float | None = None) -> Model:
+def fit(space: Sequence[Param], evaluated: Sequence[Evaluated], limit_s: float | None = None, reach: float = 0.5) -> Model:
     """The model of the evaluated programs (at the full budget, each by its fitness over its seeds), and of their
-    cost under the per-candidate time limit limit_s (None: no limit, any cost will do)."""
+    cost under the per-candidate time limit limit_s (None: no limit, any cost will do); reach: the share of the
+    box's reach from the seed that startup draws keep to until what a program costs is known."""
     space = tuple(p for p in space if bounds(p)[0] < bounds(p)[1])
     cost = fit_cost(space, evaluated, limit_s)
     points = observations(space, evaluated)
     if len(points) < STARTUP:
-        return Model(space, None, None, cost)
+        return Model(space, None, None, cost, reach)
     n_good = min(math.ceil(GAMMA * len(points)), MAX_GOOD)
 
     def densities(group: list[dict[str, float]]) -> tuple[Density, ...]:
         return tuple(parzen([pt[p.name] for pt in group if p.name in pt], *bounds(p)) for p in space)
 
-    return Model(space, densities(points[:n_good]), densities(points[n_good:]), cost)
+    return Model(space, densities(points[:n_good]), densities(points[n_good:]), cost, reach)
 
 
 def fit_cost(space: Sequence[Param], evaluated: Sequence[Evaluated], limit_s: float | None) -> Cost | None:
@@ -214,7 +221,7 @@ def propose(model: Model, rng: np.random.Generator) -> dict[str, float | int]:
     """Values for every constant of the space: of CANDIDATES draws, from l (or, before the densities, uniform in the
     box), the affordable ones compete by l / g (or the first is taken); when none is affordable, the cheapest."""
     startup = model.good is None or model.bad is None
-    box = bounds if model.cost is not None else near
+    box = bounds if model.cost is not None else (lambda p: within(p, model.reach))
     drawn = [rng.uniform(*box(p), size=CANDIDATES) for p in model.space] if startup else \
         [good.sample(rng, CANDIDATES) for good in model.good]
     # Scored and costed where they will be written: a power of two's exponent once rounded.
@@ -229,11 +236,11 @@ def propose(model: Model, rng: np.random.Generator) -> dict[str, float | int]:
     return {p.name: value(p, xs[best]) for p, xs in zip(model.space, drawn)}
 
 
-def near(p: Param) -> tuple[float, float]:
-    """The constant's range halved toward the seed's value: where a draw of unknown cost stays."""
+def within(p: Param, reach: float) -> tuple[float, float]:
+    """The constant's range shrunk toward the seed's value to the share reach: where a draw of unknown cost stays."""
     low, high = bounds(p)
     x = min(high, max(low, coordinate(p, p.value)))
-    return x - (x - low) / 2, x + (high - x) / 2
+    return x - (x - low) * reach, x + (high - x) * reach
 
 
 def model_child(parent: Genome, proposal: dict[str, float | int]) -> Genome | None:
