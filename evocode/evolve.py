@@ -33,6 +33,7 @@ from evocode.search.parzen import ORIGIN as MODEL, Model, fit, fit_cost, model_c
 from evocode.search.selection import Individual, next_population, tournament
 from evocode.search.space import constant_space
 from evocode.search.stacking import Change, helpful_changes, stack
+from evocode.search.steps import module_numbers
 from evocode.settings import EvolveConfig, RunSettings, derived_timeout, rung_timeout, start_or_continue, with_timeout
 from evocode.store import Candidate, Evaluated, Reevaluation, RunStore, RungEvaluation
 
@@ -226,7 +227,8 @@ def evaluate_jobs(
 
     The longest go first, as expected from the parents' times and the constants that changed (a re-evaluation:
     the candidate's own time): the phase waits for its slowest evaluation, and starting it early leaves the short
-    ones to fill the last gaps.
+    ones to fill the last gaps. Among those expected to take as long (before any cost is known, every child of the
+    first generation), the child that moved the most constants goes first: what it costs is the least certain.
     """
     done = store.results()
     pending = {c.id: c for c in candidates if c.id not in done}
@@ -237,7 +239,8 @@ def evaluate_jobs(
     seconds |= {key: done[r.candidate_id].wall_seconds if r.candidate_id in done else 0.0 for key, r in again.items()}
     jobs = [Job(c.id, c.code, settings.config.seed, settings.spec) for c in pending.values()]
     jobs += [Job(key, codes[r.candidate_id], r.seed, settings.spec) for key, r in again.items()]
-    jobs.sort(key=lambda job: -seconds[job.key])
+    moved = {c.id: _constants_moved(c, codes) for c in pending.values()}
+    jobs.sort(key=lambda job: (-seconds[job.key], -moved.get(job.key, 0)))
     for key, result in evaluate_many(jobs, settings.limits):
         if key in again:
             store.add_reevaluation(again[key], result)
@@ -280,9 +283,11 @@ def evaluate_rung(store: RunStore, settings: RunSettings, planned: list[RungEval
     spec = replace(settings.spec, budget=budget)
     limits = with_timeout(settings, rung_timeout(settings.limits.timeout_s if settings.auto_timeout else None, budget,
                                                  settings.spec.budget)).limits
-    expected = _expected_seconds(store, settings, store.results(), {cid: c.code for cid, c in candidates.items()})
+    codes = {cid: c.code for cid, c in candidates.items()}
+    expected = _expected_seconds(store, settings, store.results(), codes)
     # The longest first, as evaluate_jobs orders them: rungs run one after another, so a rung's tail is idle slots.
-    ordered = sorted(planned, key=lambda r: -expected(candidates[r.candidate_id]))
+    ordered = sorted(planned, key=lambda r: (-expected(candidates[r.candidate_id]),
+                                             -_constants_moved(candidates[r.candidate_id], codes)))
     jobs = [Job(r.candidate_id, candidates[r.candidate_id].code, settings.config.seed, spec) for r in ordered]
     for key, result in evaluate_many(jobs, limits):
         store.add_rung_result(key, rung, result)
@@ -303,6 +308,13 @@ def _expected_seconds(store: RunStore, settings: RunSettings, done: dict[str, Ev
                    default=0.0)
 
     return expected
+
+
+def _constants_moved(candidate: Candidate, codes: dict[str, str]) -> int:
+    """How many module-level numbers the child changed from its first parent's (all of its own, for the seed)."""
+    own = module_numbers(candidate.code)
+    parent = module_numbers(codes[candidate.parents[0]]) if candidate.parents and candidate.parents[0] in codes else {}
+    return sum(1 for name, v in own.items() if parent.get(name) != v)
 
 
 def summarize(store: RunStore, settings: RunSettings, run_dir: Path) -> list[Evaluated]:
