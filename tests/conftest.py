@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -229,3 +230,22 @@ def resume_redoing_nothing(run_dir: Path, before: dict[str, float]) -> None:
     assert resumed.returncode == 0, resumed.stderr
     after = finish_times(run_dir)
     assert {key: after[key] for key in before} == before, "a completed evaluation was redone"
+
+
+def record_phases(monkeypatch) -> list[list[str]]:
+    """The job keys of each call of the executor (a phase) that evolve makes from now on, in the order handed over."""
+    import evocode.evolve as evolve_module
+
+    phases: list[list[str]] = []
+    real = evolve_module.open_executor
+
+    @contextmanager
+    def recording(config):
+        with real(config) as evaluate_many:
+            def record(jobs, limits):
+                phases.append([job.key for job in jobs])
+                yield from evaluate_many(jobs, limits)
+            yield record
+
+    monkeypatch.setattr(evolve_module, "open_executor", recording)
+    return phases

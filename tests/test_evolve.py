@@ -14,13 +14,12 @@ import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SEED_SCRIPT, candidates_alive, finish_times, resume_redoing_nothing, sigkill_driver
+from conftest import REPO, SEED_SCRIPT, candidates_alive, finish_times, record_phases, resume_redoing_nothing, sigkill_driver
 from evocode.evaluation.runner import Limits
 from evocode.evolve import evolve
 from evocode.mutation import load_mutators
@@ -254,20 +253,7 @@ def test_resume_rebuilds_a_cleared_corpus_cache_and_the_run_directory_files(tiny
 def test_before_any_cost_is_known_the_children_that_moved_the_most_constants_start_first(tiny_spec, tmp_path, monkeypatch):
     """A phase waits for its slowest evaluation. In the first generation every child is expected to take the seed's
     time; a model child moves most constants at once, so its time is the least certain, and it starts first."""
-    import evocode.evolve as evolve_module
-
-    phases: list[list[str]] = []
-    real = evolve_module.open_executor
-
-    @contextmanager
-    def recording(config):
-        with real(config) as evaluate_many:
-            def record(jobs, limits):
-                phases.append([job.key for job in jobs])
-                yield from evaluate_many(jobs, limits)
-            yield record
-
-    monkeypatch.setattr(evolve_module, "open_executor", recording)
+    phases = record_phases(monkeypatch)
     config = EvolveConfig(population=6, generations=0, workers=2, seed=1, model=0.5, seeds=1)
     evaluated = evolve(RunSettings(SEED_SCRIPT.read_text(), "train.py", config, tiny_spec, Limits(threads=THREADS)),
                        tmp_path, load_mutators())

@@ -5,13 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from conftest import SEED_SCRIPT, evolve_killed_after, finish_times, resume_redoing_nothing
-import evocode.evolve as evolve_module
+from conftest import SEED_SCRIPT, evolve_killed_after, finish_times, record_phases, resume_redoing_nothing
 from evocode.evaluation.runner import EvalResult, Limits
 from evocode.evolve import evolve
 from evocode.genome import Genome
@@ -98,18 +96,7 @@ def test_between_generations_the_elite_are_reevaluated_beside_the_next_children_
         tiny_spec, tmp_path, monkeypatch):
     """A phase (one call of the executor) waits for its slowest evaluation; a round of re-evaluations on its own
     would leave slots idle once per round. Only the last generation's rounds, which settle the run's best, run alone."""
-    phases: list[list[str]] = []
-    real = evolve_module.open_executor
-
-    @contextmanager
-    def recording(config):
-        with real(config) as evaluate_many:
-            def record(jobs, limits):
-                phases.append([job.key for job in jobs])
-                yield from evaluate_many(jobs, limits)
-            yield record
-
-    monkeypatch.setattr(evolve_module, "open_executor", recording)
+    phases = record_phases(monkeypatch)
     evolve(noisy_settings(tiny_spec), tmp_path, load_mutators())
 
     def is_reevaluation(key: str) -> bool:
