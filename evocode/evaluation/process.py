@@ -54,9 +54,9 @@ DriverWatch = Callable[[], bool]
 Overrun = Callable[[], "float | None"]
 
 
-def refuse_if_gone(driver_gone: DriverWatch) -> None:
-    """Start nothing for a driver already gone: a worker that has not yet noticed would otherwise start a candidate
-    (or a scorer) that nobody reads, and that lives until the worker's next look."""
+def raise_if_gone(driver_gone: DriverWatch) -> None:
+    """DriverGone once the driver is: asked before a candidate (or a scorer) starts, since a worker that has not yet
+    noticed would otherwise start one that nobody reads and that lives until its next look, and while one runs."""
     if driver_gone():
         raise DriverGone("the driver that asked for this evaluation is gone")
 
@@ -89,7 +89,7 @@ def run_isolated(
     overrun: asked about once a second; a number (the seconds the program would need) stops it as a timeout now.
     """
     fds = fds or {}
-    refuse_if_gone(driver_gone)
+    raise_if_gone(driver_gone)
     proc = subprocess.Popen(
         argv,
         cwd=cwd,
@@ -117,8 +117,7 @@ def _wait(proc: subprocess.Popen, timeout_s: float, driver_gone: DriverWatch, ov
     DriverGone when the driver died meanwhile."""
     deadline = time.monotonic() + timeout_s
     while (left := deadline - time.monotonic()) > 0:
-        if driver_gone():
-            raise DriverGone("the driver that asked for this evaluation is gone")
+        raise_if_gone(driver_gone)
         if (projected := overrun()) is not None:
             return True, projected
         try:

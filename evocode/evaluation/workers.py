@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import evocode
-from evocode.evaluation.process import DriverGone, DriverWatch, Limits, ProcessRun, kill_group, refuse_if_gone
+from evocode.evaluation.process import DriverGone, DriverWatch, Limits, ProcessRun, kill_group, raise_if_gone
 
 _SERVER_START_S = 120.0
 
@@ -58,7 +58,7 @@ class ForkServer:
 
     def run(self, request: dict, limits: Limits, driver_gone: DriverWatch) -> ProcessRun:
         """Run one request (a candidate `script` or a `model` to score) to its end."""
-        refuse_if_gone(driver_gone)
+        raise_if_gone(driver_gone)
         request = {**request, "limits": limits.__dict__}
         try:
             self.process.stdin.write(json.dumps(request).encode() + b"\n")

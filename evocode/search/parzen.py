@@ -160,8 +160,8 @@ class Model:
     space: tuple[Param, ...]
     good: tuple[Density, ...] | None
     bad: tuple[Density, ...] | None
-    cost: Cost | None = None
-    reach: float = 1.0  # how far from the seed's values a startup draw goes while costs are unknown: a share of the box's reach
+    cost: Cost | None
+    reach: float  # how far from the seed's values a startup draw goes while costs are unknown: a share of the box's reach
 
 
 def observations(space: Sequence[Param], evaluated: Sequence[Evaluated]) -> list[dict[str, float]]:
