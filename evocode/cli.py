@@ -31,7 +31,7 @@ from evocode.mutation import describe_mutators, describe_variant, load_mutators,
 from evocode.options import (
     RUNS_ROOT, OptionError, bits_per_byte, check_population, check_spec, context_int, data_file, default_run_dir, device, existing_dir,
     existing_run, holds_run, memory_mb, mutator_item, new_or_existing_run_dir, non_negative_int, population_int,
-    positive_int, positive_seconds, probability, run_name, scheduler_file, script_file, seed_int, time_factor, eta_int,
+    positive_int, positive_seconds, probability, run_name, scheduler_file, script_file, seed_int, share, time_factor, eta_int,
 )
 from evocode.outputs import best_report, explain, format_status, seed_diff, seed_of
 from evocode.progress import Progress
@@ -213,6 +213,10 @@ def add_evolve_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="until what a program costs is known, how far from the seed's values the model's draws go, as a "
                         "share of the box's reach: 1 is the whole box, whose corners can take many times the seed's "
                         "time (default %(default)s)")
+    p.add_argument("--cost-share", type=share, default=defaults.cost_share,
+                   help="the model passes over draws its cost model predicts to take more than this share of the time "
+                        "limit while a cheaper one is at hand; above 1 the filter only drops what cannot finish "
+                        "(default %(default)s)")
     p.add_argument("--stack", type=probability, default=defaults.stack,
                    help="probability that a child not from crossover takes on a change that helped another program, "
                         "rather than a fresh mutation (default %(default)s)")
@@ -295,7 +299,7 @@ def run_evolve(args: argparse.Namespace) -> int:
     check_population(population, args.elite, args.tournament, vars(EvolveConfig()))
     config = EvolveConfig(
         population=population, generations=args.generations, tournament=args.tournament, elite=args.elite,
-        cx=args.cx, model=args.model, reach=args.reach, stack=args.stack, workers=args.workers, gpus=gpus, per_gpu=args.per_gpu, cold=args.cold, seed=args.seed,
+        cx=args.cx, model=args.model, reach=args.reach, cost_share=args.cost_share, stack=args.stack, workers=args.workers, gpus=gpus, per_gpu=args.per_gpu, cold=args.cold, seed=args.seed,
         mutators=tuple(args.mutators), credit=not args.no_credit, adaptive_steps=not args.no_adaptive_steps,
         seeds=args.seeds, precision=args.precision, rungs=args.rungs, eta=args.eta, **executor_from_args(args),
     )

@@ -130,7 +130,7 @@ def breed(store: RunStore, settings: RunSettings, mutators: list[Mutator], popul
     # The time limit as the run's evaluations have it: the derived one once the seed has set it, also on resume.
     limit_s = with_timeout(settings, store.get("timeout_s")).limits.timeout_s
     model = fit(constant_space(settings.seed_source, settings.spec.context_length), evaluated, limit_s,
-                config.reach) if config.model else None
+                config.reach, config.cost_share) if config.model else None
     brood: list[Candidate] = []
     events: list[tuple[int, str, str]] = []
     if generation == 0:

@@ -79,6 +79,7 @@ positive_seconds = _real(lambda v: v > 0, "a number of seconds; pass a positive 
 time_factor = _real(lambda v: v >= 1, "a multiple of the seed's time; pass a number of at least 1, such as 1.5")
 bits_per_byte = _real(lambda v: v >= 0, "a precision in bits per byte; pass 0 or more, such as 0.02")
 probability = _real(lambda v: 0.0 <= v <= 1.0, "a probability; pass a number from 0 to 1 such as 0.3")
+share = _real(lambda v: v > 0, "a share of the time limit; pass a positive number such as 0.5")
 
 
 def device(text: str) -> str:

@@ -30,6 +30,7 @@ from evocode.executors import EXECUTORS
 from evocode.executors.local import Slots
 from evocode.mutation import Mutator
 from evocode.search.fidelity import DEFAULT_ETA, full_evaluations, rung_budgets
+from evocode.search.parzen import COST_SHARE
 from evocode.spec import EvalSpec
 from evocode.store import RunStore
 
@@ -43,6 +44,7 @@ class EvolveConfig:
     cx: float = 0.3
     model: float = 0.3  # of the children not from crossover, the share the model proposes (evocode.search.parzen)
     reach: float = 0.5  # until costs are known, model draws keep to this share of the box's reach from the seed's values
+    cost_share: float = COST_SHARE  # model draws predicted to take more than this share of the time limit are passed over
     stack: float = 0.5  # of the children not from crossover, the share that take on a change that helped (evocode.search.stacking)
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     gpus: tuple[str, ...] = ()
@@ -72,6 +74,8 @@ class EvolveConfig:
             raise ValueError(f"--seeds must be at least 1 and --precision at least 0, got {self.seeds} and {self.precision}")
         if not 0.0 <= self.cx <= 1.0:
             raise ValueError(f"--cx is a probability between 0 and 1, got {self.cx}")
+        if not self.cost_share > 0:
+            raise ValueError(f"--cost-share is a positive share of the time limit, got {self.cost_share}")
         if not 0.0 <= self.model <= 1.0:
             raise ValueError(f"--model is a probability between 0 and 1, got {self.model}")
         if not 0.0 <= self.stack <= 1.0:

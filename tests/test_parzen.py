@@ -17,7 +17,7 @@ from evocode.evaluation.runner import EvalResult, Limits
 from evocode.evolve import evolve
 from evocode.genome import Edit, Genome, edits_from_json
 from evocode.mutation import load_mutators
-from evocode.search.parzen import STARTUP, fit, model_child, propose
+from evocode.search.parzen import COST_SHARE, STARTUP, fit, model_child, propose
 from evocode.search.space import Param, bounds, constant_space, coordinate, value
 from evocode.search.steps import module_numbers
 from evocode.settings import EvolveConfig, RunSettings
@@ -120,10 +120,24 @@ def test_proposals_keep_clear_of_the_time_limit_once_programs_show_what_costs_ti
     assert np.mean(np.array(limited) <= 2.0) > 0.9, "nearly all within half the limit"
 
 
+def test_a_larger_cost_share_lets_proposals_take_more_of_the_limit():
+    rng = np.random.default_rng(3)
+    runs = [timed(f"c{i:02d}", int(2 ** rng.integers(0, 5)), int(2 ** rng.integers(2, 7)), limit_s=4.0)
+            for i in range(3 * STARTUP)]
+
+    def seconds(d: dict) -> float:
+        return d["N_LAYER"] / 4 * d["BATCH_SIZE"] / 16
+
+    half = [seconds(propose(fit(SPACE, runs, limit_s=4.0), rng)) for _ in range(200)]
+    whole = [seconds(propose(fit(SPACE, runs, limit_s=4.0, cost_share=1.0), rng)) for _ in range(200)]
+    assert max(half) <= 2.0 * 1.5 and max(whole) < 4.0 * 1.5, "each within its share, give or take the fit's error"
+    assert np.mean(np.array(whole) > 2.0) > np.mean(np.array(half) > 2.0) + 0.05, "more draws past half the limit"
+
+
 def test_with_every_proposal_too_costly_the_cheapest_is_made():
     runs = [timed(f"c{n}-{b}", n, b, limit_s=1.5) for n, b in ((4, 16), (8, 16), (4, 32))]  # the seed's size takes 1 s
     model = fit(SPACE, runs, limit_s=1.5)
-    assert not model.cost.affordable(model.cost.center[None]).any()
+    assert not model.cost.affordable(model.cost.center[None], COST_SHARE).any()
     draws = [propose(model, np.random.default_rng(i)) for i in range(5)]
     assert all(in_box(p, d[p.name]) for d in draws for p in model.space)
     assert all(d["N_LAYER"] / 4 * d["BATCH_SIZE"] / 16 < 1.0 for d in draws), "cheaper than the seed"

@@ -29,7 +29,7 @@ nothing. Beside the densities the model fits the log of each evaluation's
 seconds as a linear function of the coordinates (ridge regression: compute
 is close to a product of powers of the sizes, and a coordinate is a log),
 a timed-out one counted at the limit it hit; a draw predicted to need more
-than COST_SHARE of the time limit is not proposed while a cheaper one is.
+than a share of the time limit (`cost_share`, default COST_SHARE) is not proposed while a cheaper one is.
 Until programs with different constants have been timed, what a draw costs
 is unknown, so startup draws stay within a share of the box's reach from
 the seed's values (`reach`; the default half keeps a power of two within one
@@ -64,8 +64,8 @@ GAMMA = 0.25
 MAX_GOOD = 25  # Optuna's cap: beyond it, more good observations only blur l
 STARTUP = 10  # observations before the densities are used (Optuna's n_startup_trials)
 CANDIDATES = 24  # vectors drawn from l per proposal (Optuna's n_ei_candidates)
-# A draw is proposed only if its predicted seconds are at most this share of the time limit: the prediction comes from
-# a handful of programs and a log time's error is easily a factor of 1.5, so half the limit leaves the margin.
+# By default a draw is proposed only if its predicted seconds are at most this share of the time limit: the prediction
+# comes from a handful of programs and a log time's error is easily a factor of 1.5, so half the limit leaves the margin.
 COST_SHARE = 0.5
 RIDGE = 1.0  # the cost model's penalty on slopes: with few programs, an unseen constant is assumed not to cost
 ORIGIN = "model"
@@ -132,11 +132,11 @@ class Cost:
     slopes: np.ndarray
     limit_s: float | None
 
-    def affordable(self, points: np.ndarray) -> np.ndarray:
-        """Which rows (coordinate vectors) are predicted to take at most COST_SHARE of the limit."""
+    def affordable(self, points: np.ndarray, share: float) -> np.ndarray:
+        """Which rows (coordinate vectors) are predicted to take at most that share of the limit."""
         if self.limit_s is None:
             return np.ones(len(points), dtype=bool)
-        return self.log_seconds(points) <= math.log(COST_SHARE * self.limit_s)
+        return self.log_seconds(points) <= math.log(share * self.limit_s)
 
     def log_seconds(self, points: np.ndarray) -> np.ndarray:
         return self.intercept + (points - self.center) @ self.slopes
@@ -162,6 +162,7 @@ class Model:
     bad: tuple[Density, ...] | None
     cost: Cost | None
     reach: float  # how far from the seed's values a startup draw goes while costs are unknown: a share of the box's reach
+    cost_share: float  # the share of the time limit a proposal is predicted to take at most
 
 
 def observations(space: Sequence[Param], evaluated: Sequence[Evaluated]) -> list[dict[str, float]]:
@@ -180,21 +181,23 @@ def observations(space: Sequence[Param], evaluated: Sequence[Evaluated]) -> list
     return found
 
 
-def fit(space: Sequence[Param], evaluated: Sequence[Evaluated], limit_s: float | None = None, reach: float = 0.5) -> Model:
+def fit(space: Sequence[Param], evaluated: Sequence[Evaluated], limit_s: float | None = None, reach: float = 0.5,
+        cost_share: float = COST_SHARE) -> Model:
     """The model of the evaluated programs (at the full budget, each by its fitness over its seeds), and of their
     cost under the per-candidate time limit limit_s (None: no limit, any cost will do); reach: the share of the
-    box's reach from the seed that startup draws keep to until what a program costs is known."""
+    box's reach from the seed that startup draws keep to until what a program costs is known; cost_share: the
+    share of the limit a proposal may be predicted to take while a cheaper one is at hand."""
     space = tuple(p for p in space if bounds(p)[0] < bounds(p)[1])
     cost = fit_cost(space, evaluated, limit_s)
     points = observations(space, evaluated)
     if len(points) < STARTUP:
-        return Model(space, None, None, cost, reach)
+        return Model(space, None, None, cost, reach, cost_share)
     n_good = min(math.ceil(GAMMA * len(points)), MAX_GOOD)
 
     def densities(group: list[dict[str, float]]) -> tuple[Density, ...]:
         return tuple(parzen([pt[p.name] for pt in group if p.name in pt], *bounds(p)) for p in space)
 
-    return Model(space, densities(points[:n_good]), densities(points[n_good:]), cost, reach)
+    return Model(space, densities(points[:n_good]), densities(points[n_good:]), cost, reach, cost_share)
 
 
 def fit_cost(space: Sequence[Param], evaluated: Sequence[Evaluated], limit_s: float | None) -> Cost | None:
@@ -230,7 +233,7 @@ def propose(model: Model, rng: np.random.Generator) -> dict[str, float | int]:
         sum(good.log_pdf(xs) - bad.log_pdf(xs) for good, bad, xs in zip(model.good, model.bad, written))
     if model.cost is not None:
         points = np.stack(written, axis=1)
-        affordable = model.cost.affordable(points)
+        affordable = model.cost.affordable(points, model.cost_share)
         score = np.where(affordable, score, -np.inf) if affordable.any() else -model.cost.log_seconds(points)
     best = int(np.argmax(score))
     return {p.name: value(p, xs[best]) for p, xs in zip(model.space, drawn)}
