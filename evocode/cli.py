@@ -220,6 +220,10 @@ def add_evolve_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stack", type=probability, default=defaults.stack,
                    help="probability that a child not from crossover takes on a change that helped another program, "
                         "rather than a fresh mutation (default %(default)s)")
+    p.add_argument("--lag", type=non_negative_int, default=None,
+                   help="of each next generation's children, how many are bred a generation early, so that they fill "
+                        "the slots the current generation's slowest evaluations leave idle (default: one fewer than "
+                        "the slots; 0 with --rungs above 1)")
     p.add_argument("--workers", type=positive_int, default=defaults.workers, help="evaluations at once without GPUs (default: the number of cores, %(default)s)")
     p.add_argument("--gpus", default="auto", help="GPUs to use, by index (0,1,...), 'auto' (every GPU this machine has) or 'none' (default %(default)s)")
     p.add_argument("--per-gpu", type=positive_int, default=DEFAULT_PER_GPU, help="candidates at once on each GPU (default %(default)s)")
@@ -301,7 +305,7 @@ def run_evolve(args: argparse.Namespace) -> int:
         population=population, generations=args.generations, tournament=args.tournament, elite=args.elite,
         cx=args.cx, model=args.model, reach=args.reach, cost_share=args.cost_share, stack=args.stack, workers=args.workers, gpus=gpus, per_gpu=args.per_gpu, cold=args.cold, seed=args.seed,
         mutators=tuple(args.mutators), credit=not args.no_credit, adaptive_steps=not args.no_adaptive_steps,
-        seeds=args.seeds, precision=args.precision, rungs=args.rungs, eta=args.eta, **executor_from_args(args),
+        seeds=args.seeds, precision=args.precision, rungs=args.rungs, eta=args.eta, lag=args.lag, **executor_from_args(args),
     )
     run_dir = args.run_dir or default_run_dir(args.name or f"{args.script.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     settings = RunSettings(

@@ -4,10 +4,13 @@ Generation 0 is the seed (the baseline, evaluated first) and mutants or
 model proposals of it. Every later generation selects parents by
 tournament, makes children by crossover, model proposal, stacking or
 mutation, drops children whose program was already evaluated, evaluates
-the rest in parallel and keeps an elite. All randomness of
-generation g comes from (run seed, g), and a generation's children are
-recorded before any of them is evaluated, so a resumed run makes exactly the
-decisions the uninterrupted run would have made.
+the rest in parallel and keeps an elite. The next generation's first few
+children are bred with the current one's, from the same population, and
+queued behind it in the run's one queue of evaluations, so a slot never
+waits for a generation's slowest evaluation. All randomness of generation
+g comes from (run seed, g), and children are recorded before any of them is
+evaluated, so a resumed run makes exactly the decisions the uninterrupted
+run would have made.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from evocode.crossover import crossover
 from evocode.evaluation.runner import EvalResult
 from evocode.executors import EvaluateMany, open_executor
 from evocode.executors.local import Job
+from evocode.executors.stream import Stream
 from evocode.genome import Genome, edits_from_json, edits_to_json
 from evocode.insight.human import ORIGIN, human_genomes
 from evocode.mutation import Mutator, mutate
@@ -57,19 +61,25 @@ def evolve(
         populations = store.populations()
         population = individuals(store, populations[max(populations)]) if populations else []
         with open_executor(settings.config) as evaluate_many:
+            if not populations:
+                seed = brood(store, settings, mutators, population, 0)[0]
+                evaluate_baseline(store, settings, seed, run_dir, on_result, evaluate_many)
+            settings = with_timeout(settings, store.get("timeout_s"))
+            stream = Stream(evaluate_many, settings.limits)
             for generation in range(len(populations), settings.config.generations + 1):
-                brood = store.candidates(generation) or breed(store, settings, mutators, population, generation)
-                if generation == 0:
-                    evaluate_baseline(store, settings, brood[0], run_dir, on_result, evaluate_many)
-                settings = with_timeout(settings, store.get("timeout_s"))
-                finalists = screen(store, settings, [c for c in brood if c.origin != "seed"], run_dir, evaluate_many)
+                children = [c for c in brood(store, settings, mutators, population, generation) if c.origin != "seed"]
+                finalists = screen(store, settings, children, run_dir, evaluate_many)
                 # The elite's re-evaluations planned when the last generation finished run beside its children.
-                evaluate_jobs(store, settings, finalists, store.pending_reevaluations(), run_dir, on_result, evaluate_many)
+                waited = queue_jobs(stream, store, settings, generation, finalists, store.pending_reevaluations(),
+                                    run_dir, on_result)
+                # The next generation's first children, bred already, fill the slots this one's slowest leaves idle.
+                queue_jobs(stream, store, settings, generation + 1, store.candidates(generation + 1), [], run_dir, on_result)
+                stream.wait_for(waited)
                 population = next_population(individuals(store, [ind.id for ind in population]),
-                                             individuals(store, [c.id for c in brood]), settings.config.elite)
+                                             individuals(store, [c.id for c in children]), settings.config.elite)
                 ids = [ind.id for ind in population]
                 if generation == settings.config.generations:
-                    population = reevaluate_elite(store, settings, ids, run_dir, evaluate_many)
+                    population = reevaluate_elite(store, settings, ids, run_dir, stream)
                     store.finish_generation(generation, ids)
                 else:
                     store.finish_generation(generation, ids, elite_round(store, settings, ids))
@@ -98,7 +108,8 @@ def evaluate_baseline(store: RunStore, settings: RunSettings, seed: Candidate, r
         # Those beside the mutants stay pending until the first generation's children run.
         store.plan_reevaluations([Reevaluation(seed.id, s, settings.spec.budget) for s in alone + beside])
     extras = [r for r in store.pending_reevaluations() if r.candidate_id == seed.id and r.seed in alone]
-    evaluate_jobs(store, settings, [seed], extras, run_dir, on_result, evaluate_many)
+    stream = Stream(evaluate_many, settings.limits)
+    stream.wait_for(queue_jobs(stream, store, settings, 0, [seed], extras, run_dir, on_result))
     result = store.results()[seed.id]
     if result.status != "ok":
         raise SeedFailed(
@@ -118,34 +129,76 @@ def individuals(store: RunStore, ids: Sequence[str]) -> list[Individual]:
     return [Individual(by_id[i]) for i in ids if i in by_id]
 
 
-def breed(store: RunStore, settings: RunSettings, mutators: list[Mutator], population: list[Individual], generation: int) -> list[Candidate]:
-    """The generation's children, recorded all at once before any is evaluated."""
+def brood(store: RunStore, settings: RunSettings, mutators: list[Mutator], population: list[Individual],
+          generation: int) -> list[Candidate]:
+    """The generation's candidates. Unless it was bred already, its children not made yet are bred now, with the
+    next generation's first `early` children (EvolveConfig.early), from the same population and recorded with
+    them at once, before any is evaluated.
+
+    The next generation's first children are bred a generation early so that
+    they are known while this generation's slowest evaluations run, and fill
+    the slots those would leave idle (evocode.executors.stream). What breeds
+    them is what a replay or a resumed run has too: the population and the
+    evaluations of the generations before this one, not whichever early
+    children happen to have finished.
+    """
+    if generation not in _bred(store):
+        config = settings.config
+        evaluated = [e for e in store.evaluated() if e.candidate.generation < generation]
+        known = store.code_hashes()
+        recorded = store.candidates(generation)
+        children = config.population - 1 if generation == 0 else config.population - config.elite
+        target = (1 if generation == 0 else 0) + brood_size(children, config.rungs, config.eta)
+        events: list[tuple[int, str, str]] = []
+        # The time limit as the run's evaluations have it: the derived one once the seed has set it, also on resume.
+        limit_s = with_timeout(settings, store.get("timeout_s")).limits.timeout_s
+        rng = np.random.default_rng([config.seed, generation])
+        made = breed(settings, mutators, population, generation, evaluated, limit_s, known, events, recorded, target, rng,
+                     hand_written=human_genomes(store, settings.seed_source, known))
+        if generation < config.generations:
+            early = np.random.default_rng([config.seed, generation + 1, 1])
+            made += breed(settings, mutators, population, generation + 1, evaluated, limit_s, known, events,
+                          store.candidates(generation + 1), config.early, early)
+        store.add_candidates(made, events + [(generation, "bred", f"g{generation:03d}: {len(recorded)} bred before, "
+                                                                  f"{len(made)} now (the next generation's first included)")])
+    return store.candidates(generation)
+
+
+def _bred(store: RunStore) -> set[int]:
+    """Generations bred in full; a store from before the `bred` record has every generation it holds bred in full."""
+    return store.bred() or {c.generation for c in store.candidates()}
+
+
+def breed(settings: RunSettings, mutators: list[Mutator], population: list[Individual], generation: int,
+          evaluated: list[Evaluated], limit_s: float | None, known: set[str], events: list[tuple[int, str, str]],
+          recorded: list[Candidate], target: int, rng: np.random.Generator,
+          hand_written: Sequence[Genome] = ()) -> list[Candidate]:
+    """Children of the population for the generation, numbered after its recorded ones, up to target in all: the
+    seed and mutants or model proposals of it while the population is empty, tournament winners' offspring after.
+    What breeds them is the evaluated programs and the time limit limit_s; a child that duplicates a known program
+    (by code hash) is redrawn, and each one made joins known."""
     config = settings.config
-    rng = np.random.default_rng([config.seed, generation])
-    known = store.code_hashes()
     seed = Genome(settings.seed_source)
-    evaluated = store.evaluated()
     mutators, draw = credit_policy(evaluated, config, mutators)
     changes = helpful_changes(evaluated) if config.stack else []
-    # The time limit as the run's evaluations have it: the derived one once the seed has set it, also on resume.
-    limit_s = with_timeout(settings, store.get("timeout_s")).limits.timeout_s
     model = fit(constant_space(settings.seed_source, settings.spec.context_length), evaluated, limit_s,
                 config.reach, config.cost_share) if config.model else None
-    brood: list[Candidate] = []
-    events: list[tuple[int, str, str]] = []
-    if generation == 0:
-        brood.append(_candidate(seed, SEED_ID, 0, "seed", (), "seed"))
-        known.add(brood[0].code_hash)
-    for genome in human_genomes(store, settings.seed_source, known):  # queued by `evocode add`: they take children's places
+    made: list[Candidate] = []
+
+    def add(genome: Genome, origin: str, parents: tuple[str, ...], cid: str | None = None) -> None:
         known.add(genome.code_hash)
-        brood.append(_candidate(genome, f"g{generation:03d}-{len(brood):03d}", generation, ORIGIN, (SEED_ID,), None))
-    # With rungs the brood is larger and most of it is screened on fewer tokens (evocode.search.fidelity).
-    children = config.population - 1 if generation == 0 else config.population - config.elite
-    target = (1 if generation == 0 else 0) + brood_size(children, config.rungs, config.eta)
+        made.append(_candidate(genome, cid or f"g{generation:03d}-{len(recorded) + len(made):03d}", generation, origin,
+                               parents, "seed" if origin == "seed" else None))
+
+    if generation == 0 and not recorded:
+        add(seed, "seed", (), SEED_ID)
+    for genome in hand_written:  # queued by `evocode add`: they take children's places
+        if genome.code_hash not in known:
+            add(genome, ORIGIN, (SEED_ID,))
     for _ in range(target * _ATTEMPTS_PER_CHILD):
-        if len(brood) >= target:
+        if len(recorded) + len(made) >= target:
             break
-        if generation == 0:
+        if not population:
             proposed = _proposed(seed, model, config, rng)
             genome, origin = (proposed, MODEL) if proposed is not None else (_mutant(events, seed, mutators, rng, generation, draw(rng)), "mutation")
             parents = (SEED_ID,)
@@ -153,10 +206,8 @@ def breed(store: RunStore, settings: RunSettings, mutators: list[Mutator], popul
             genome, origin, parents = vary(events, seed, population, mutators, changes, model, config, rng, generation, draw)
         if genome.code_hash in known:
             continue
-        known.add(genome.code_hash)
-        brood.append(_candidate(genome, f"g{generation:03d}-{len(brood):03d}", generation, origin, parents, None))
-    store.add_candidates(brood, events)
-    return brood
+        add(genome, origin, parents)
+    return made
 
 
 def credit_policy(
@@ -218,17 +269,18 @@ def _mutant(
     return outcome.genome
 
 
-def evaluate_jobs(
-    store: RunStore, settings: RunSettings, candidates: list[Candidate], reevaluations: list[Reevaluation], run_dir: Path,
-    on_result, evaluate_many: EvaluateMany,
-) -> None:
-    """Evaluate the candidates that have no result yet and the planned re-evaluations, sharing the slots; each result
-    is committed as it arrives.
+def queue_jobs(
+    stream: Stream, store: RunStore, settings: RunSettings, generation: int, candidates: list[Candidate],
+    reevaluations: list[Reevaluation], run_dir: Path, on_result,
+) -> set[str]:
+    """Queue the candidates that have no result yet and the planned re-evaluations for the generation whose
+    selection waits for them; returns their keys. Each result is committed as it arrives.
 
-    The longest go first, as expected from the parents' times and the constants that changed (a re-evaluation:
-    the candidate's own time): the phase waits for its slowest evaluation, and starting it early leaves the short
-    ones to fill the last gaps. Among those expected to take as long (before any cost is known, every child of the
-    first generation), the child that moved the most constants goes first: what it costs is the least certain.
+    Queued jobs wait by generation, and within one the longest first, as expected from the parents' times and the
+    constants that changed (a re-evaluation: the candidate's own time): a generation waits for its slowest
+    evaluation, and starting it early leaves the short ones to fill the last gaps. Among those expected to take as
+    long (before any cost is known, every child of the first generation), the child that moved the most constants
+    goes first: what it costs is the least certain.
     """
     done = store.results()
     pending = {c.id: c for c in candidates if c.id not in done}
@@ -237,18 +289,27 @@ def evaluate_jobs(
     expected = _expected_seconds(store, settings, done, codes)
     seconds = {c.id: expected(c) for c in pending.values()}
     seconds |= {key: done[r.candidate_id].wall_seconds if r.candidate_id in done else 0.0 for key, r in again.items()}
-    jobs = [Job(c.id, c.code, settings.config.seed, settings.spec) for c in pending.values()]
-    jobs += [Job(key, codes[r.candidate_id], r.seed, settings.spec) for key, r in again.items()]
     moved = {c.id: _constants_moved(c, codes) for c in pending.values()}
-    jobs.sort(key=lambda job: (-seconds[job.key], -moved.get(job.key, 0)))
-    for key, result in evaluate_many(jobs, settings.limits):
-        if key in again:
-            store.add_reevaluation(again[key], result)
+
+    def rank(key: str) -> tuple:
+        return generation, -seconds[key], -moved.get(key, 0)
+
+    def evaluation(candidate: Candidate) -> Callable[[EvalResult], None]:
+        def commit(result: EvalResult) -> None:
+            store.add_evaluation(candidate.id, result)
+            write_candidate(run_dir, Evaluated(candidate, result))
+            on_result(candidate, result, summarize(store, settings, run_dir))
+        return commit
+
+    def reevaluation(planned: Reevaluation) -> Callable[[EvalResult], None]:
+        def commit(result: EvalResult) -> None:
+            store.add_reevaluation(planned, result)
             summarize(store, settings, run_dir)
-            continue
-        store.add_evaluation(key, result)
-        write_candidate(run_dir, Evaluated(pending[key], result))
-        on_result(pending[key], result, summarize(store, settings, run_dir))
+        return commit
+
+    jobs = [(Job(c.id, c.code, settings.config.seed, settings.spec), rank(c.id), evaluation(c)) for c in pending.values()]
+    jobs += [(Job(key, codes[r.candidate_id], r.seed, settings.spec), rank(key), reevaluation(r)) for key, r in again.items()]
+    return stream.add(jobs)
 
 
 def screen(store: RunStore, settings: RunSettings, children: list[Candidate], run_dir: Path,
@@ -285,14 +346,19 @@ def evaluate_rung(store: RunStore, settings: RunSettings, planned: list[RungEval
                                                  settings.spec.budget)).limits
     codes = {cid: c.code for cid, c in candidates.items()}
     expected = _expected_seconds(store, settings, store.results(), codes)
-    # The longest first, as evaluate_jobs orders them: rungs run one after another, so a rung's tail is idle slots.
-    ordered = sorted(planned, key=lambda r: (-expected(candidates[r.candidate_id]),
-                                             -_constants_moved(candidates[r.candidate_id], codes)))
-    jobs = [Job(r.candidate_id, candidates[r.candidate_id].code, settings.config.seed, spec) for r in ordered]
-    for key, result in evaluate_many(jobs, limits):
-        store.add_rung_result(key, rung, result)
-        write_candidate(run_dir, Evaluated(candidates[key], result))
-        summarize(store, settings, run_dir)
+
+    def commit(candidate: Candidate) -> Callable[[EvalResult], None]:
+        def record(result: EvalResult) -> None:
+            store.add_rung_result(candidate.id, rung, result)
+            write_candidate(run_dir, Evaluated(candidate, result))
+            summarize(store, settings, run_dir)
+        return record
+
+    # The longest first, as queue_jobs orders them: rungs run one after another, so a rung's tail is idle slots.
+    stream = Stream(evaluate_many, limits)
+    entrants = [candidates[r.candidate_id] for r in planned]
+    stream.wait_for(stream.add((Job(c.id, c.code, settings.config.seed, spec), (-expected(c), -_constants_moved(c, codes)),
+                                commit(c)) for c in entrants))
 
 
 def _expected_seconds(store: RunStore, settings: RunSettings, done: dict[str, EvalResult],
@@ -342,7 +408,7 @@ def elite_round(store: RunStore, settings: RunSettings, population: list[str], a
 
 
 def reevaluate_elite(store: RunStore, settings: RunSettings, population: list[str], run_dir: Path,
-                     evaluate_many: EvaluateMany) -> list[Individual]:
+                     stream: Stream) -> list[Individual]:
     """Re-evaluate the population's elite on further seeds until they are settled; returns it with the new means.
 
     What the last generation does, so that the run's best is settled when it ends. A round interrupted by a kill is
@@ -356,7 +422,8 @@ def reevaluate_elite(store: RunStore, settings: RunSettings, population: list[st
             if not planned:
                 return individuals(store, population)
             store.plan_reevaluations(planned)
-        evaluate_jobs(store, settings, [], planned, run_dir, lambda *_: None, evaluate_many)
+        generation = settings.config.generations
+        stream.wait_for(queue_jobs(stream, store, settings, generation, [], planned, run_dir, lambda *_: None))
 
 
 def _genome(seed: Genome, ind: Individual) -> Genome:

@@ -58,6 +58,9 @@ class EvolveConfig:
     precision: float = 0.0  # stop re-evaluating a candidate once its mean's standard error is this small
     rungs: int = 1  # token budgets a child climbs (evocode.search.fidelity: successive halving); 1: every child gets the full budget
     eta: int = DEFAULT_ETA  # each rung trains η times the tokens of the one below, on the best 1/η of its children
+    # Of each next generation's children, how many are bred a generation early (see early); None: one fewer than the
+    # slots (0 with rungs), fixed when the config is made, so a run resumed on other slots breeds as it did.
+    lag: int | None = None
     # Where evaluations run (evocode.executors): "local", or "dask" on the cluster that scheduler (file) names.
     executor: str = "local"
     scheduler: str | None = None
@@ -82,6 +85,11 @@ class EvolveConfig:
             raise ValueError(f"--stack is a probability between 0 and 1, got {self.stack}")
         if self.rungs < 1 or self.eta < 2:
             raise ValueError(f"--rungs must be at least 1 and --eta at least 2, got {self.rungs} and {self.eta}")
+        if self.lag is None:
+            object.__setattr__(self, "lag", 0 if self.rungs > 1 else self.slots.count - 1)
+        if self.lag < 0 or (self.lag and self.rungs > 1):
+            raise ValueError(f"--lag must be at least 0, and 0 with --rungs above 1 (a rung's children are screened "
+                             f"together), got {self.lag}")
         if self.executor not in EXECUTORS:
             raise ValueError(f"--executor is one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         if (self.executor == "dask") != (self.scheduler is not None or self.scheduler_file is not None):
@@ -90,6 +98,17 @@ class EvolveConfig:
     @property
     def slots(self) -> Slots:
         return Slots(self.workers, self.gpus, self.per_gpu, self.cold)
+
+    @property
+    def early(self) -> int:
+        """How many of each next generation's children are bred a generation early, from the population its parents
+        come from, so they are queued while this generation's slowest evaluations run (evocode.evolve.brood).
+
+        One fewer than the slots by default: the slots a generation's last evaluation leaves idle, each then has a
+        job while it runs, and only those few children are bred from a population one generation old. None with
+        rungs, whose children are screened together.
+        """
+        return min(self.lag, self.population - self.elite)
 
     @property
     def planned_evaluations(self) -> int:

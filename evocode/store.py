@@ -176,7 +176,8 @@ class RunStore:
                                 [(k, json.dumps(v)) for k, v in values.items()])
 
     def add_candidates(self, candidates: list[Candidate], events: list[tuple[int, str, str]] = ()) -> None:
-        """All of a generation's children, and what went wrong making them, at once: all or none."""
+        """Children (all of a generation's, or the rest of them with the next one's first), and what went wrong making
+        them, at once: all or none."""
         now = time.time()
         with self.db:
             self.db.execute("BEGIN")
@@ -188,6 +189,11 @@ class RunStore:
                 ],
             )
             self.db.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", [(now, *event) for event in events])
+
+    def bred(self) -> set[int]:
+        """The generations whose children have all been made (a generation's first few are made a generation early,
+        evocode.evolve.brood): the `bred` event add_candidates records with the last of them."""
+        return {row[0] for row in self.db.execute("SELECT DISTINCT generation FROM events WHERE kind = 'bred'")}
 
     def add_evaluation(self, candidate_id: str, result: EvalResult) -> None:
         self.db.execute(

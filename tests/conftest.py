@@ -10,7 +10,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -233,19 +232,17 @@ def resume_redoing_nothing(run_dir: Path, before: dict[str, float]) -> None:
 
 
 def record_phases(monkeypatch) -> list[list[str]]:
-    """The job keys of each call of the executor (a phase) that evolve makes from now on, in the order handed over."""
-    import evocode.evolve as evolve_module
+    """The job keys of each batch that evolve queues from now on (evocode.executors.stream.Stream.add), in the order
+    queued; a batch that holds only keys already queued adds none."""
+    from evocode.executors.stream import Stream
 
     phases: list[list[str]] = []
-    real = evolve_module.open_executor
+    real = Stream.add
 
-    @contextmanager
-    def recording(config):
-        with real(config) as evaluate_many:
-            def record(jobs, limits):
-                phases.append([job.key for job in jobs])
-                yield from evaluate_many(jobs, limits)
-            yield record
+    def recording(self, jobs):
+        jobs = list(jobs)
+        phases.append([job.key for job, _, _ in sorted(jobs, key=lambda j: j[1])])
+        return real(self, jobs)
 
-    monkeypatch.setattr(evolve_module, "open_executor", recording)
+    monkeypatch.setattr(Stream, "add", recording)
     return phases

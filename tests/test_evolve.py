@@ -22,6 +22,7 @@ import pytest
 from conftest import REPO, SEED_SCRIPT, candidates_alive, finish_times, record_phases, resume_redoing_nothing, sigkill_driver
 from evocode.evaluation.runner import Limits
 from evocode.evolve import evolve
+from evocode.insight.human import queue_variant
 from evocode.mutation import load_mutators
 from evocode.data import prepare_corpus
 from evocode.settings import EvolveConfig, RunSettings, SettingsMismatch, derived_timeout, stored_settings
@@ -262,3 +263,35 @@ def test_before_any_cost_is_known_the_children_that_moved_the_most_constants_sta
     origins = [origin[k] for k in children]
     assert {"model", "mutation"} <= set(origins), origins
     assert origins == sorted(origins, key=lambda o: o != "model"), "model children first, then the mutants"
+
+
+def test_the_next_generations_first_children_come_from_the_population_a_generation_older(reference_run):
+    """Bred a generation early (EvolveConfig.early, one fewer than the 2 slots here), so that they are queued while
+    the generation before them still runs; every other child comes from the generation just before."""
+    with RunStore.reader(reference_run) as store:
+        populations = {-1: ["g000-000"], **store.populations()}
+        early = stored_settings(reference_run).config.early
+        assert early == 1
+        for generation in (1, 2):
+            children = [c for c in store.candidates(generation) if c.origin != "human"]
+            for index, child in enumerate(children):
+                older = populations[generation - 2 if index < early else generation - 1]
+                assert child.parents[0] in older, (child.id, child.parents, older)
+
+
+def test_while_a_generations_slowest_child_runs_the_next_generations_first_child_takes_the_free_slot(tiny_spec, tmp_path):
+    """The first generation holds a hand-written child that sleeps before it trains; the other slot runs the rest of
+    the generation and then, without waiting for the sleeper, the first child of the next."""
+    sleeper = SEED_SCRIPT.read_text().replace("\nimport torch\n", "\nimport time\n\nimport torch\n\ntime.sleep(20)\n", 1)
+    assert "time.sleep(20)" in sleeper
+    with RunStore(tmp_path) as store:
+        queue_variant(store, "sleeper.py", sleeper)
+    config = EvolveConfig(population=4, generations=1, workers=2, seed=0, seeds=1)
+    run(RunSettings(SEED_SCRIPT.read_text(), "train.py", config, tiny_spec, Limits(threads=THREADS)), tmp_path)
+
+    with RunStore.reader(tmp_path) as store:
+        (slow,) = [c.id for c in store.candidates(0) if c.origin == "human"]
+        finished = store.finish_times()
+        generation_0_done = store.db.execute("SELECT finished FROM generations WHERE number = 0").fetchone()[0]
+    assert finished["g001-000"] < finished[slow] <= generation_0_done, \
+        "the next generation's first child finished while the sleeper was still running"

@@ -42,7 +42,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import replace
 from typing import Iterable, Iterator
 
@@ -122,19 +122,32 @@ class DaskCluster:
             self.client.close()
 
     def evaluate_many(self, jobs: Iterable[Job], limits: Limits) -> Iterator[tuple[str, EvalResult]]:
-        """Yield (job key, result) for every job, in the order they finish on the cluster."""
-        jobs = list(jobs)
-        if not jobs:
+        """Yield (job key, result) for every job, in the order they finish on the cluster.
+
+        jobs given as a deque are drawn from after each result too, so what the caller adds to it between results
+        is submitted (evocode.executors.stream); the cluster's scheduler decides the order they start in.
+        """
+        queue = jobs if isinstance(jobs, deque) else deque(jobs)
+        if not queue:
             return
         client = self._connect()
         expected = versions()
         futures = {}
-        for job in jobs:
-            fingerprint = self._deliver(client, corpus_of(job.spec.corpus_dir))
-            key = f"evocode-{job.key.replace(' ', '-')}-{uuid.uuid4().hex[:12]}"
-            futures[client.submit(_evaluate_on_worker, job, fingerprint, limits, expected, self.cold, key=key, pure=False)] = job
-        for future in as_completed(futures):
+        finished = as_completed()
+
+        def submit_queued() -> None:
+            while queue:
+                job = queue.popleft()
+                fingerprint = self._deliver(client, corpus_of(job.spec.corpus_dir))
+                key = f"evocode-{job.key.replace(' ', '-')}-{uuid.uuid4().hex[:12]}"
+                future = client.submit(_evaluate_on_worker, job, fingerprint, limits, expected, self.cold, key=key, pure=False)
+                futures[future] = job
+                finished.add(future)
+
+        submit_queued()
+        for future in finished:
             yield futures[future].key, self._result(future, futures.pop(future))
+            submit_queued()
 
     def _connect(self) -> Client:
         if self.client is None:

@@ -79,8 +79,12 @@ class Slots:
 
 
 def evaluate_many(jobs: Iterable[Job], limits: Limits, slots: Slots) -> Iterator[tuple[str, EvalResult]]:
-    """Yield (job key, result) for every job, in the order they finish."""
-    queue = deque(jobs)
+    """Yield (job key, result) for every job, in the order they finish.
+
+    jobs given as a deque are drawn from as a slot frees, so what the caller adds to it (or reorders) between
+    results is run too (evocode.executors.stream: one queue for a whole run).
+    """
+    queue = jobs if isinstance(jobs, deque) else deque(jobs)
     driver = os.getpid()
     free = list(range(slots.count))
     running: dict[Future, tuple[Job, int]] = {}
