@@ -88,9 +88,13 @@ def evaluate_many(jobs: Iterable[Job], limits: Limits, slots: Slots) -> Iterator
     driver = os.getpid()
     free = list(range(slots.count))
     running: dict[Future, tuple[Job, int]] = {}
-    pool = get_reusable_executor(max_workers=slots.count)
+    pool = None
 
     def fill() -> None:
+        nonlocal pool
+        if not running:
+            # The shared pool as it is now: a lost worker broke it, here or in another call between a stream's results.
+            pool = get_reusable_executor(max_workers=slots.count)
         while queue and free:
             job, slot = queue.popleft(), free.pop(0)
             running[pool.submit(_job, job, limits, driver, slots.env(slot), slots.cold)] = (job, slot)
@@ -123,7 +127,6 @@ def evaluate_many(jobs: Iterable[Job], limits: Limits, slots: Slots) -> Iterator
             for job, slot in lost:
                 yield job.key, _alone(job, limits, driver, slots.env(slot), slots.cold)
             free = list(range(slots.count))
-            pool = get_reusable_executor(max_workers=slots.count)
 
 
 def _alone(job: Job, limits: Limits, driver: int, env: dict[str, str], cold: bool) -> EvalResult:
