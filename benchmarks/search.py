@@ -10,7 +10,8 @@ evaluations were allotted tokens for, its re-evaluations and (with
 - evocode: `evolve` with the given population and generations (credit and
   noise-aware fitness as configured, `--rungs`/`--eta` for successive halving;
   `--ablations` adds a run with each of credit, re-evaluation, adaptive
-  steps, stacking and model proposals off, and one with rungs on (off when `--rungs` turned them on),
+  steps, stacking, model proposals and the next generation's early children
+  (`--lag`) off, and one with rungs on (off when `--rungs` turned them on),
   reported in its own section).
 - random: independent random edit lists from the same mutators, their
   lengths drawn from the lengths of evocode's own candidates.
@@ -221,8 +222,10 @@ def main() -> None:
     if args.ablations:
         variants |= {"evocode, no credit": {"credit": False}, "evocode, one seed each": {"seeds": 1},
                      "evocode, fixed steps": {"adaptive_steps": False}, "evocode, no stacking": {"stack": 0.0},
-                     "evocode, no model": {"model": 0.0}}
-        variants |= {"evocode, rungs on": {"rungs": ABLATION_RUNGS}} if args.rungs == 1 else {"evocode, no rungs": {"rungs": 1}}
+                     "evocode, no model": {"model": 0.0}, "evocode, no lag": {"lag": 0}}
+        # lag None: its default for the rungs (none with them, one fewer than the slots without).
+        variants |= {"evocode, rungs on": {"rungs": ABLATION_RUNGS, "lag": None}} if args.rungs == 1 else \
+            {"evocode, no rungs": {"rungs": 1, "lag": None}}
     rows, rechecked, reach = [], {}, {}
     for search_seed in range(args.search_seeds):
         base = replace(EvolveConfig(population=args.population, generations=args.generations, workers=args.workers,

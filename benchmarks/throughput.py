@@ -51,8 +51,9 @@ def measure(settings: RunSettings) -> dict:
             finished = store.finish_times()
     gpu_util = _gpu_utilization(sampler) if sampler else None
     results = [r for e in evaluated for r in (e.result, *e.reevaluations)]
-    ends = [finished.get(e.candidate.id) for e in evaluated] + \
-        [finished.get(f"{e.candidate.id} seed {r.seed} budget {r.budget}") for e in evaluated for r in e.reevaluations]
+    # In the order of results: each candidate's own evaluation, then its re-evaluations.
+    ends = [finished.get(e.candidate.id if r is e.result else f"{e.candidate.id} seed {r.seed} budget {r.budget}")
+            for e in evaluated for r in (e.result, *e.reevaluations)]
     overheads = sorted(r.wall_seconds - r.train_seconds - r.scoring_seconds for r in results if r.status == "ok")
     slots = settings.config.slots.count
     capacity = slots * wall
