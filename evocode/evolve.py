@@ -67,8 +67,8 @@ def evolve(
             settings = with_timeout(settings, store.get("timeout_s"))
             stream = Stream(evaluate_many, settings.limits)
             for generation in range(len(populations), settings.config.generations + 1):
-                children = [c for c in brood(store, settings, mutators, population, generation) if c.origin != "seed"]
-                finalists = screen(store, settings, children, run_dir, evaluate_many)
+                candidates = brood(store, settings, mutators, population, generation)
+                finalists = screen(store, settings, [c for c in candidates if c.origin != "seed"], run_dir, evaluate_many)
                 # The elite's re-evaluations planned when the last generation finished run beside its children.
                 waited = queue_jobs(stream, store, settings, generation, finalists, store.pending_reevaluations(),
                                     run_dir, on_result)
@@ -76,7 +76,7 @@ def evolve(
                 queue_jobs(stream, store, settings, generation + 1, store.candidates(generation + 1), [], run_dir, on_result)
                 stream.wait_for(waited)
                 population = next_population(individuals(store, [ind.id for ind in population]),
-                                             individuals(store, [c.id for c in children]), settings.config.elite)
+                                             individuals(store, [c.id for c in candidates]), settings.config.elite)
                 ids = [ind.id for ind in population]
                 if generation == settings.config.generations:
                     population = reevaluate_elite(store, settings, ids, run_dir, stream)
