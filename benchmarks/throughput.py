@@ -62,7 +62,9 @@ def measure(settings: RunSettings) -> dict:
         # Where the slots' time went: training, scoring, the rest of each evaluation, and no evaluation at all.
         "shares": {"scoring": sum(r.scoring_seconds for r in results) / capacity,
                    "rest of evaluation": sum(r.wall_seconds - r.train_seconds - r.scoring_seconds
-                                             for r in results) / capacity,
+                                             for r in results if r.status == "ok") / capacity,
+                   # A timeout (also one stopped early for its pace) or a crash records no training: all its slot time.
+                   "failed evaluations": sum(r.wall_seconds for r in results if r.status != "ok") / capacity,
                    "idle between phases": between / capacity,
                    "idle in phase tails": tails / capacity},
         "evaluations": len(results),
@@ -130,7 +132,8 @@ def main() -> None:
             + ([f"{r['gpu_util']:.0f}%"] if gpus else [])
             for mode, r in runs.items()]
     header = ["workers", "evaluations", "wall s", "scoring median s", "overhead median s", "overhead p90 s", "utilization (training)",
-              "scoring", "rest of evaluations", "idle: between phases", "idle: phase tails", "evaluations / hour"]
+              "scoring", "rest of evaluations", "failed evaluations", "idle: between evaluations", "idle: beside one",
+              "evaluations / hour"]
     slots = config.slots
     where = f"{len(gpus)} GPU(s) × {slots.per_gpu} per GPU" if gpus else f"{slots.count} workers × {slots.threads} thread(s)"
     body = "\n\n".join([
@@ -140,9 +143,11 @@ def main() -> None:
         "Scoring = exporting the trained model in the candidate's process (done only to be scored) + the scorer "
         "process's time (loading the exported model, the checks, val_bpb); overhead = an evaluation's wall time − "
         "training − scoring (process start, imports, model build, the runner's own work); utilization = Σ training "
-        "seconds ÷ (slots × the run's wall time); scoring, the rest of the evaluations and idle slots are the other "
-        "shares of slots × wall time (idle between phases: no evaluation runs while the driver breeds and records; "
-        "idle in phase tails: a phase waits for its slowest evaluation).",
+        "seconds ÷ (slots × the run's wall time) of the evaluations that finished; scoring, the rest of those "
+        "evaluations, the failed ones (timeouts, those stopped early for their pace included, and crashes: no "
+        "training is recorded for them) and idle slots are the other shares of slots × wall time (idle between "
+        "evaluations: none runs, while the driver starts, breeds and records; idle beside one: a slot waits while "
+        "another runs the last evaluation that anything queued depends on).",
         table(header + (["GPU utilization"] if gpus else []), rows),
         f"Warm over cold: **{runs['cold']['wall'] / runs['warm']['wall']:.2f}×** the evaluations per hour. "
         f"Same programs in both runs, {same} of {len(runs['cold']['scores'])} with the identical score.",
