@@ -65,8 +65,8 @@ def measure(settings: RunSettings) -> dict:
                                              for r in results if r.status == "ok") / capacity,
                    # A timeout (also one stopped early for its pace) or a crash records no training: all its slot time.
                    "failed evaluations": sum(r.wall_seconds for r in results if r.status != "ok") / capacity,
-                   "idle between phases": between / capacity,
-                   "idle in phase tails": tails / capacity},
+                   "idle between evaluations": between / capacity,
+                   "idle beside one": tails / capacity},
         "evaluations": len(results),
         "wall": wall,
         "overhead_median": statistics.median(overheads),
@@ -80,9 +80,9 @@ def measure(settings: RunSettings) -> dict:
 
 
 def idle_split(intervals: list[tuple[float, float]], slots: int, start: float, end: float) -> tuple[float, float]:
-    """Idle slot-seconds while no evaluation runs (the driver between phases: breeding, recording, starting up) and
-    while some do (a phase's tail, waiting for its slowest evaluation). An evaluation's start is its commit time less
-    its wall time, so the driver's recording counts as idle."""
+    """Idle slot-seconds while no evaluation runs (the driver starting, breeding, recording) and while some do (slots
+    waiting beside the last evaluation that what is queued next depends on). An evaluation's start is its commit
+    time less its wall time, so the driver's recording counts as idle."""
     events = sorted([(max(start, a), 1) for a, _ in intervals] + [(min(end, b), -1) for _, b in intervals])
     between = tails = 0.0
     busy, last = 0, start
