@@ -183,15 +183,23 @@ def sigkill_driver(driver: subprocess.Popen) -> None:
     # Workers look for their driver once a second, and a candidate whose request was on its way when the driver died
     # may start after it; on a loaded machine (tests run two files at once) both take longer. So: within the deadline,
     # every candidate is gone and none has appeared for a few seconds.
-    deadline, quiet_s = time.time() + 30, 5.0
+    assert lingering_candidates(within_s=30, quiet_s=5) == {}, "candidates kept training after their driver died"
+
+
+def lingering_candidates(within_s: float, quiet_s: float = 0.0) -> dict[int, str]:
+    """Candidates still alive `within_s` from now, or that appeared in the last `quiet_s` of it, each described.
+
+    A candidate whose worker was killed dies by the signal its parent's death sends it (PR_SET_PDEATHSIG), a chain
+    that takes the kernel a moment on a loaded machine: what is gone within seconds was not left behind.
+    """
+    deadline = time.time() + within_s
     left, quiet_since = candidates_alive(), time.time()
     while time.time() < deadline and (left or time.time() - quiet_since < quiet_s):
-        time.sleep(0.2)
+        time.sleep(0.1)
         left = candidates_alive()
         if left:
             quiet_since = time.time()
-    described = {pid: _described(pid) for pid in left}
-    assert described == {}, f"candidates kept training after their driver died: {described}"
+    return {pid: _described(pid) for pid in left}
 
 
 def _described(pid: int) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SEED_SCRIPT, candidates_alive, finish_times, record_phases, resume_redoing_nothing, sigkill_driver
+from conftest import REPO, SEED_SCRIPT, finish_times, lingering_candidates, record_phases, resume_redoing_nothing, sigkill_driver
 from evocode.evaluation.runner import Limits
 from evocode.evolve import evolve
 from evocode.insight.human import queue_variant
@@ -165,7 +165,7 @@ def test_candidates_that_crash_hang_or_cheat_are_recorded_and_the_run_goes_on(ti
     assert {"crash", "timeout", "integrity"} <= {e.result.status for e in evaluated}
     with RunStore.reader(tmp_path) as store:
         assert sorted(store.populations()) == [0, 1], "the run did not go on to its last generation"
-    assert candidates_alive() == []
+    assert lingering_candidates(within_s=5) == {}
 
 
 def test_a_second_driver_on_the_same_run_is_refused(tmp_path):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import candidates_alive
+from conftest import lingering_candidates
 from evocode.evaluation.runner import Limits
 from evocode.executors.local import Job, Slots, evaluate_many
 
@@ -33,7 +33,7 @@ def test_a_candidate_that_kills_its_worker_is_a_crash_and_the_others_complete(se
     assert by_id["killer"].status == "crash"
     assert by_id["killer"].reason.startswith("killed its evaluation worker")
     assert by_id["innocent"].status == "ok"
-    assert candidates_alive() == []
+    assert lingering_candidates(within_s=5) == {}
 
 
 def test_with_one_worker_jobs_still_run_outside_the_driver(seed_source, tiny_spec):
