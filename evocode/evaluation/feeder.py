@@ -36,13 +36,14 @@ from evocode.spec import FEED_REPLIES_VAR, FEED_REQUESTS_VAR, SEED_VAR, EvalSpec
 REQUEST = struct.Struct("<ii")
 REPLY = struct.Struct("<i")
 REFUSED = -1
-# The pace is read over the last PACE_DRAWS draws: recent enough to leave a slow start (a compile, a first step's
-# allocations) behind, long enough to average a step's jitter.
+# The pace is read over the last PACE_DRAWS draws, never the first step's (a compile, a first step's allocations):
+# recent enough to leave a slow start behind, long enough to average a step's jitter.
 PACE_DRAWS = 8
 # A candidate is stopped early only once this share of its time limit has passed and, at its pace, it would need more
-# than OVERRUN_MARGIN times the limit: the rest of its budget would have to go more than a quarter faster to make it.
-# (At 1.5, a proposal that needed 1.0-1.5 times the limit held its slot to the limit, 216 s, in the default run.)
-CHECK_AFTER_SHARE = 0.25
+# than OVERRUN_MARGIN times the limit: the rest of its budget would have to go more than a fifth faster to make it.
+# (At 1.5, a proposal that needed 1.0-1.5 times the limit held its slot to the limit, 216 s, in the default run; at a
+# quarter of the limit, two proposals that needed far more held a slot 41 s and 58 s, 6% of the run's slot time.)
+CHECK_AFTER_SHARE = 0.1
 OVERRUN_MARGIN = 1.2
 
 
@@ -59,6 +60,7 @@ class Ledger:
         self.rng = np.random.default_rng([seed, 0x7EA1])
         self.opened = time.monotonic()
         self.draws: deque[tuple[float, int]] = deque(maxlen=PACE_DRAWS + 1)  # (when, tokens) of the latest draws
+        self.draw_count = 0
 
     def draw(self, rows: int, seq_len: int) -> tuple[int, bytes]:
         """The rows granted and their windows (seq_len + 1 bytes each); 0 rows closes the budget, REFUSED breaks a rule."""
@@ -75,6 +77,7 @@ class Ledger:
         starts = self.rng.integers(0, len(self.train) - seq_len - 1, size=rows)
         self.served += rows * seq_len
         self.draws.append((time.monotonic(), rows * seq_len))
+        self.draw_count += 1
         return rows, np.stack([self.train[s : s + seq_len + 1] for s in starts]).tobytes()
 
     def projected_seconds(self, limit_s: float, now: float | None = None) -> float | None:
@@ -83,7 +86,8 @@ class Ledger:
         now = time.monotonic() if now is None else now
         elapsed = now - self.opened
         draws = list(self.draws)
-        if elapsed < CHECK_AFTER_SHARE * limit_s or len(draws) <= PACE_DRAWS or self.closed:
+        # The window must start after the first draw: the first step runs between the first two.
+        if elapsed < CHECK_AFTER_SHARE * limit_s or self.draw_count < PACE_DRAWS + 2 or self.closed:
             return None
         span = draws[-1][0] - draws[0][0]
         pace = sum(tokens for _, tokens in draws[1:]) / span if span > 0 else float("inf")
