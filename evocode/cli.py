@@ -532,3 +532,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except (CorpusError, ValueError, ClusterError) as e:
         return _fail(str(e))
+    except BrokenPipeError:
+        # The reader closed the pipe (`status RUN | head`): what it did not read is not an error worth a traceback.
+        # Python flushes stdout again at exit; pointed at /dev/null, that flush cannot fail a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

@@ -168,3 +168,17 @@ def test_runs_lists_a_run_it_cannot_read_instead_of_failing(tmp_path):
     done = subprocess.run([sys.executable, "-m", "evocode", "runs", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "foreign" in done.stdout and "unreadable" in done.stdout
+
+
+def test_status_read_by_a_reader_that_stopped_reading_ends_without_a_traceback(finished_run):
+    """`status RUN | head -1`: the pipe is closed under the CLI (here before it writes at all); it leaves quietly."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        status = subprocess.run([sys.executable, "-m", "evocode", "status", str(finished_run)], stdout=write_end,
+                                stderr=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                                timeout=120)
+    finally:
+        os.close(write_end)
+    assert status.returncode == 1
+    assert status.stderr == ""
