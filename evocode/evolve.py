@@ -363,14 +363,17 @@ def evaluate_rung(store: RunStore, settings: RunSettings, planned: list[RungEval
 
 def _expected_seconds(store: RunStore, settings: RunSettings, done: dict[str, EvalResult],
                       codes: dict[str, str]) -> Callable[[Candidate], float]:
-    """How long a child is expected to take: its slowest parent's time, times what the cost model of the run's
-    programs (evocode.search.parzen) says its constants cost against that parent's (0 when no parent has a time)."""
+    """How long a child may take: its slowest parent's time, times what the cost model of the run's programs
+    (evocode.search.parzen) says its constants may cost against that parent's, one standard deviation of what it does
+    not know above its prediction (0 when no parent has a time). A child whose time is uncertain is ranked as a long
+    one: started late, it is what a generation would wait for (a model proposal the fit thought cheap took 197 s,
+    started third, while the other slot idled 153 s)."""
     cost = fit_cost(constant_space(settings.seed_source, settings.spec.context_length), store.evaluated(),
                     settings.limits.timeout_s)
 
     def expected(candidate: Candidate) -> float:
         timed = [p for p in candidate.parents if p in done and p in codes]
-        return max((done[p].wall_seconds * (cost.ratio(candidate.code, codes[p]) if cost else 1.0) for p in timed),
+        return max((done[p].wall_seconds * (cost.upper_ratio(candidate.code, codes[p]) if cost else 1.0) for p in timed),
                    default=0.0)
 
     return expected

@@ -152,6 +152,19 @@ def test_the_cost_model_expects_a_child_with_twice_the_layers_to_take_about_twic
         pytest.approx(1.0, abs=0.05), "a constant no program moved costs nothing"
 
 
+def test_a_long_move_in_a_direction_no_timed_program_took_may_cost_far_more_than_predicted():
+    """What ranks a generation's evaluations: a child whose time is uncertain is queued as a long one."""
+    runs = [timed(f"c{n}{b}", n, b, limit_s=100.0) for n in (1, 2, 4, 8, 16) for b in (4, 16, 64)]
+    cost = fit(SPACE, runs, limit_s=100.0).cost
+    seed, deeper = "N_LAYER = 4\nBATCH_SIZE = 16\n", "N_LAYER = 8\nBATCH_SIZE = 16\n"
+    assert cost.upper_ratio(deeper, than=seed) == pytest.approx(cost.ratio(deeper, than=seed), rel=0.1), \
+        "the timed programs moved the layers: little doubt"
+    unseen = [f"N_LAYER = 4\nBATCH_SIZE = 16\nLR = {lr}\n" for lr in (0.02, 0.04)]
+    assert [cost.ratio(code, than=seed) for code in unseen] == pytest.approx([1.0, 1.0], abs=0.05)
+    assert 1.5 < cost.upper_ratio(unseen[0], than=seed) < cost.upper_ratio(unseen[1], than=seed), \
+        "no program moved LR: its cost is unknown, the more so the further it moves"
+
+
 def test_a_model_child_writes_only_the_constants_that_change_replacing_the_parents_edits_there():
     parent = Genome(SEED).with_edits(Edit("scale_constant", "LR", "0.005", "LR → 0.005"),
                                      Edit("scale_constant", "STEPS", "20", "STEPS → 20"))

@@ -68,6 +68,9 @@ CANDIDATES = 24  # vectors drawn from l per proposal (Optuna's n_ei_candidates)
 # comes from a handful of programs and a log time's error is easily a factor of 1.5, so half the limit leaves the margin.
 COST_SHARE = 0.5
 RIDGE = 1.0  # the cost model's penalty on slopes: with few programs, an unseen constant is assumed not to cost
+# ...but it may: what the cost model does not know is spread as if each slope were drawn with this σ (log seconds per
+# coordinate step, a doubling of a size), so a move no timed program made is uncertain in proportion to its length.
+PRIOR_SLOPE = math.log(2)
 ORIGIN = "model"
 
 
@@ -131,6 +134,7 @@ class Cost:
     intercept: float
     slopes: np.ndarray
     limit_s: float | None
+    spread: np.ndarray | None = None  # the slopes' covariance: how little the timed programs say about each direction
 
     def affordable(self, points: np.ndarray, share: float) -> np.ndarray:
         """Which rows (coordinate vectors) are predicted to take at most that share of the limit."""
@@ -150,6 +154,13 @@ class Cost:
     def ratio(self, code: str, than: str) -> float:
         """How many times as long the program code is predicted to take as the program than."""
         return float(np.exp(self.log_seconds(self.point(code)[None]) - self.log_seconds(self.point(than)[None]))[0])
+
+    def upper_ratio(self, code: str, than: str) -> float:
+        """The ratio one standard deviation of the slopes' uncertainty above the prediction: the predicted ratio for
+        moves like those of the timed programs, far more for a long move in a direction none of them took."""
+        move = self.point(code) - self.point(than)
+        spread = 0.0 if self.spread is None else float(move @ self.spread @ move)
+        return self.ratio(code, than) * math.exp(math.sqrt(max(0.0, spread)))
 
 
 @dataclass(frozen=True)
@@ -217,7 +228,10 @@ def fit_cost(space: Sequence[Param], evaluated: Sequence[Evaluated], limit_s: fl
     mean_x, mean_y = x.mean(axis=0), y.mean()
     xc = x - mean_x
     slopes = np.linalg.solve(xc.T @ xc + RIDGE * np.eye(len(space)), xc.T @ (y - mean_y))
-    return Cost(space, center, float(mean_y - mean_x @ slopes), slopes, limit_s)
+    # The slopes' posterior under a Gaussian prior of σ PRIOR_SLOPE each, the residuals' spread as the noise.
+    noise = max(float(np.sum((y - mean_y - xc @ slopes) ** 2)) / max(1, len(y) - 1), 0.01)
+    spread = np.linalg.inv(xc.T @ xc / noise + np.eye(len(space)) / PRIOR_SLOPE**2)
+    return Cost(space, center, float(mean_y - mean_x @ slopes), slopes, limit_s, spread)
 
 
 def propose(model: Model, rng: np.random.Generator) -> dict[str, float | int]:
