@@ -30,6 +30,10 @@ seconds as a linear function of the coordinates (ridge regression: compute
 is close to a product of powers of the sizes, and a coordinate is a log),
 a timed-out one counted at the limit it hit; a draw predicted to need more
 than a share of the time limit (`cost_share`, default COST_SHARE) is not proposed while a cheaper one is.
+The fit also says how little it knows: a move in a direction no timed
+program took may cost far more than predicted (`Cost.upper_ratio`), and the
+run starts such children first (evocode.evolve), so that a generation does
+not wait on one that turned out slow.
 Until programs with different constants have been timed, what a draw costs
 is unknown, so startup draws stay within a share of the box's reach from
 the seed's values (`reach`; the default half keeps a power of two within one
@@ -134,7 +138,7 @@ class Cost:
     intercept: float
     slopes: np.ndarray
     limit_s: float | None
-    spread: np.ndarray | None = None  # the slopes' covariance: how little the timed programs say about each direction
+    spread: np.ndarray  # the slopes' covariance: how little the timed programs say about each direction
 
     def affordable(self, points: np.ndarray, share: float) -> np.ndarray:
         """Which rows (coordinate vectors) are predicted to take at most that share of the limit."""
@@ -159,8 +163,7 @@ class Cost:
         """The ratio one standard deviation of the slopes' uncertainty above the prediction: the predicted ratio for
         moves like those of the timed programs, far more for a long move in a direction none of them took."""
         move = self.point(code) - self.point(than)
-        spread = 0.0 if self.spread is None else float(move @ self.spread @ move)
-        return self.ratio(code, than) * math.exp(math.sqrt(max(0.0, spread)))
+        return self.ratio(code, than) * math.exp(math.sqrt(max(0.0, float(move @ self.spread @ move))))
 
 
 @dataclass(frozen=True)
@@ -219,7 +222,7 @@ def fit_cost(space: Sequence[Param], evaluated: Sequence[Evaluated], limit_s: fl
     if not space:
         return None
     center = np.array([coordinate(p, p.value) for p in space], dtype=float)
-    unfitted = Cost(space, center, 0.0, np.zeros(len(space)), limit_s)
+    unfitted = Cost(space, center, 0.0, np.zeros(len(space)), limit_s, np.zeros((len(space), len(space))))
     x = np.array([unfitted.point(e.candidate.code) for e in timed]).reshape(len(timed), len(space)) - center
     if len(timed) < 2 or not np.ptp(x, axis=0).any():
         return None  # no program moved a constant (or none has a time): nothing says what one costs
