@@ -59,8 +59,8 @@ class Ledger:
         self.violations: list[str] = []
         self.rng = np.random.default_rng([seed, 0x7EA1])
         self.opened = time.monotonic()
-        self.draws: deque[tuple[float, int]] = deque(maxlen=PACE_DRAWS + 1)  # (when, tokens) of the latest draws
-        self.draw_count = 0
+        # (when, tokens) of the latest draws but the first: the first step runs between the first two.
+        self.draws: deque[tuple[float, int]] = deque(maxlen=PACE_DRAWS + 1)
 
     def draw(self, rows: int, seq_len: int) -> tuple[int, bytes]:
         """The rows granted and their windows (seq_len + 1 bytes each); 0 rows closes the budget, REFUSED breaks a rule."""
@@ -75,9 +75,9 @@ class Ledger:
             self.closed = True
             return 0, b""
         starts = self.rng.integers(0, len(self.train) - seq_len - 1, size=rows)
+        if self.served:
+            self.draws.append((time.monotonic(), rows * seq_len))
         self.served += rows * seq_len
-        self.draws.append((time.monotonic(), rows * seq_len))
-        self.draw_count += 1
         return rows, np.stack([self.train[s : s + seq_len + 1] for s in starts]).tobytes()
 
     def projected_seconds(self, limit_s: float, now: float | None = None) -> float | None:
@@ -86,8 +86,7 @@ class Ledger:
         now = time.monotonic() if now is None else now
         elapsed = now - self.opened
         draws = list(self.draws)
-        # The window must start after the first draw: the first step runs between the first two.
-        if elapsed < CHECK_AFTER_SHARE * limit_s or self.draw_count < PACE_DRAWS + 2 or self.closed:
+        if elapsed < CHECK_AFTER_SHARE * limit_s or len(draws) <= PACE_DRAWS or self.closed:
             return None
         span = draws[-1][0] - draws[0][0]
         pace = sum(tokens for _, tokens in draws[1:]) / span if span > 0 else float("inf")

@@ -157,13 +157,17 @@ class Cost:
 
     def ratio(self, code: str, than: str) -> float:
         """How many times as long the program code is predicted to take as the program than."""
-        return float(np.exp(self.log_seconds(self.point(code)[None]) - self.log_seconds(self.point(than)[None]))[0])
+        return math.exp(float(self._move(code, than) @ self.slopes))
 
     def upper_ratio(self, code: str, than: str) -> float:
         """The ratio one standard deviation of the slopes' uncertainty above the prediction: the predicted ratio for
         moves like those of the timed programs, far more for a long move in a direction none of them took."""
-        move = self.point(code) - self.point(than)
-        return self.ratio(code, than) * math.exp(math.sqrt(max(0.0, float(move @ self.spread @ move))))
+        move = self._move(code, than)
+        return math.exp(float(move @ self.slopes) + math.sqrt(max(0.0, float(move @ self.spread @ move))))
+
+    def _move(self, code: str, than: str) -> np.ndarray:
+        """From the program than to the program code, in coordinates: log seconds differ by its product with the slopes."""
+        return self.point(code) - self.point(than)
 
 
 @dataclass(frozen=True)
