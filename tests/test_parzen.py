@@ -14,7 +14,7 @@ import pytest
 
 from conftest import REPO
 from evocode.evaluation.runner import EvalResult, Limits
-from evocode.evolve import evolve
+from evocode.evolve import breed, evolve
 from evocode.genome import Edit, Genome, edits_from_json
 from evocode.mutation import load_mutators
 from evocode.search.parzen import COST_SHARE, STARTUP, fit, model_child, propose
@@ -174,6 +174,19 @@ def test_a_model_child_writes_only_the_constants_that_change_replacing_the_paren
     numbers = module_numbers(child.code)
     assert (numbers["N_LAYER"], numbers["LR"], numbers["GRAD_CLIP"], numbers["STEPS"]) == (4, 0.02, 2.0, 20)
     assert model_child(parent, {"N_LAYER": 4, "LR": 0.005}) is None, "nothing to change"
+
+
+@pytest.mark.parametrize("share", [0.3, 0.5, 0.7])
+def test_from_the_seed_alone_the_model_proposes_its_share_of_the_children_exactly(tiny_spec, share):
+    """A first generation drawn child by child was sometimes all model draws far from the seed (0.7^7: one run in
+    twelve), which left a run no mutant of the seed to build on; the share is a quota instead, on every run seed."""
+    settings = RunSettings(SEED, "seed.py", EvolveConfig(population=8, model=share, workers=2), tiny_spec, Limits(threads=1))
+    for run_seed in range(6):
+        made = breed(settings, load_mutators(), [], 0, [], None, set(), [], [], 8, np.random.default_rng([run_seed, 0]))
+        origins = [c.origin for c in made]
+        assert origins[0] == "seed" and len(origins) == 8
+        assert origins.count("model") == int(share * 7 + 0.5), (run_seed, origins)
+        assert origins.count("mutation") == 7 - int(share * 7 + 0.5), (run_seed, origins)
 
 
 def model_run(tiny_spec, run_dir) -> list[Evaluated]:
