@@ -208,7 +208,8 @@ def add_evolve_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cx", type=probability, default=defaults.cx, help="probability that a child comes from crossover (default %(default)s)")
     p.add_argument("--model", type=probability, default=defaults.model,
                    help="probability that a child not from crossover takes the constants a model of the good and bad "
-                        "programs so far proposes (several at once, as TPE does) (default %(default)s)")
+                        "programs so far proposes (several at once, as TPE does); of the seed's first children, exactly that share "
+                        "(default %(default)s)")
     p.add_argument("--reach", type=probability, default=defaults.reach,
                    help="until what a program costs is known, how far from the seed's values the model's draws go, as a "
                         "share of the box's reach: 1 is the whole box, whose corners can take many times the seed's "

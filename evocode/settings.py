@@ -42,7 +42,7 @@ class EvolveConfig:
     tournament: int = 3
     elite: int = 2
     cx: float = 0.3
-    model: float = 0.3  # of the children not from crossover, the share the model proposes (evocode.search.parzen)
+    model: float = 0.3  # of the children not from crossover, the share the model proposes (evocode.search.parzen); of the seed's, a quota
     reach: float = 0.5  # until costs are known, model draws keep to this share of the box's reach from the seed's values
     cost_share: float = COST_SHARE  # model draws predicted to take more than this share of the time limit are passed over
     stack: float = 0.5  # of the children not from crossover, the share that take on a change that helped (evocode.search.stacking)
