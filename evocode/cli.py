@@ -247,6 +247,9 @@ def add_evolve_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="evaluation seeds an elite candidate is trained with at most; its fitness is their mean (default %(default)s; 1: off)")
     p.add_argument("--precision", type=bits_per_byte, default=defaults.precision,
                    help="stop re-evaluating a candidate once its mean's standard error is this small, in bits/byte (default: never before --seeds)")
+    p.add_argument("--finalists", type=non_negative_int, default=defaults.finalists,
+                   help="at the run's end, the best N programs ever evaluated get at least a second seed, ranked again "
+                        "until the best N by mean all have one, so the winner is not the luckiest near copy (default %(default)s: off)")
     p.add_argument("--rungs", type=positive_int, default=defaults.rungs,
                    help="successive halving over token budgets: children are screened on budget/eta^(rungs-1) tokens and the "
                         "best 1/eta climb to the full budget; more children for about the same training tokens (default %(default)s: off)")
@@ -306,7 +309,7 @@ def run_evolve(args: argparse.Namespace) -> int:
         population=population, generations=args.generations, tournament=args.tournament, elite=args.elite,
         cx=args.cx, model=args.model, reach=args.reach, cost_share=args.cost_share, stack=args.stack, workers=args.workers, gpus=gpus, per_gpu=args.per_gpu, cold=args.cold, seed=args.seed,
         mutators=tuple(args.mutators), credit=not args.no_credit, adaptive_steps=not args.no_adaptive_steps,
-        seeds=args.seeds, precision=args.precision, rungs=args.rungs, eta=args.eta, lag=args.lag, **executor_from_args(args),
+        seeds=args.seeds, precision=args.precision, finalists=args.finalists, rungs=args.rungs, eta=args.eta, lag=args.lag, **executor_from_args(args),
     )
     run_dir = args.run_dir or default_run_dir(args.name or f"{args.script.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     settings = RunSettings(

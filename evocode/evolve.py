@@ -401,6 +401,9 @@ def summarize(store: RunStore, settings: RunSettings, run_dir: Path) -> list[Eva
 def elite_round(store: RunStore, settings: RunSettings, population: list[str], alone: bool = False) -> list[Reevaluation]:
     """One more seed for each of the population's elite that is not settled yet (evocode.search.noise); a round
     that runs alone (the last generation's) fills the slots it would leave idle with seeds for the runners-up.
+    With --finalists, the last generation's rounds are a final check: a second seed at least for each of the best
+    `finalists` programs, ranked again after each round, so the winner is the best mean of several programs rather
+    than the luckiest single score among near copies of one (the winner's curse; benchmarks/RESULTS.md "Search").
 
     Between generations the round runs beside the next generation's children
     rather than before them: a phase of its own would leave slots idle while
@@ -410,6 +413,11 @@ def elite_round(store: RunStore, settings: RunSettings, population: list[str], a
     recorded with the generation's end, so a resumed run bred the same way.
     """
     config = settings.config
+    if alone and config.finalists:
+        # The final check (--finalists): the best of every program evaluated, not only of the last population, since a
+        # program that left the population kept its one lucky score and may rank first once the others are re-checked.
+        return next_round(store.evaluated(), max(config.elite, config.finalists), max(config.seeds, 2), config.precision,
+                          config.seed, settings.spec.budget, width=config.slots.count, runners_up=True)
     pool = [ind.evaluated for ind in individuals(store, population)]
     return next_round(pool, config.elite, config.seeds, config.precision, config.seed, settings.spec.budget,
                       width=config.slots.count, runners_up=alone)

@@ -56,6 +56,7 @@ class EvolveConfig:
     adaptive_steps: bool = True  # with credit: size numeric steps per constant by what helped (evocode.search.steps)
     seeds: int = 3  # evaluation seeds an elite candidate gets at most (evocode.search.noise); 1: no re-evaluation
     precision: float = 0.0  # stop re-evaluating a candidate once its mean's standard error is this small
+    finalists: int = 0  # at the run's end, the best this many programs ever evaluated get a second seed at least; 0: off
     rungs: int = 1  # token budgets a child climbs (evocode.search.fidelity: successive halving); 1: every child gets the full budget
     eta: int = DEFAULT_ETA  # each rung trains η times the tokens of the one below, on the best 1/η of its children
     # Of each next generation's children, how many are bred a generation early (see early); None: one fewer than the
@@ -75,6 +76,8 @@ class EvolveConfig:
             raise ValueError("--tournament and --workers must be at least 1, --generations at least 0")
         if self.seeds < 1 or not self.precision >= 0:
             raise ValueError(f"--seeds must be at least 1 and --precision at least 0, got {self.seeds} and {self.precision}")
+        if self.finalists < 0:
+            raise ValueError(f"--finalists must be 0 (off) or more, got {self.finalists}")
         if not 0.0 <= self.cx <= 1.0:
             raise ValueError(f"--cx is a probability between 0 and 1, got {self.cx}")
         if not self.cost_share > 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,41 @@ def test_between_generations_the_elite_are_reevaluated_beside_the_next_children_
         "the first generation's elite were re-evaluated beside the second generation's children"
     alone = [i for i, keys in enumerate(phases[1:], 1) if all(map(is_reevaluation, keys))]
     assert alone and min(alone) > last_children, "rounds of their own come only after the last children"
+
+
+FINAL_CHECK = [*TINY, "--seeds", "1", "--finalists", "3", "--population", "6"]  # the later flags win
+
+
+@pytest.fixture(scope="module")
+def final_check_run(tiny_spec, tmp_path_factory) -> Path:
+    """What FINAL_CHECK gives on the command line: no re-evaluation during the run, a final check of the best three."""
+    run_dir = tmp_path_factory.mktemp("final-check")
+    settings = noisy_settings(tiny_spec)
+    evolve(replace(settings, config=replace(settings.config, seeds=1, finalists=3, population=6)), run_dir, load_mutators())
+    return run_dir
+
+
+def test_the_final_check_gives_the_best_three_programs_ever_evaluated_a_second_seed_and_names_the_best_mean(
+        final_check_run):
+    with RunStore.reader(final_check_run) as store:
+        evaluated = [e for e in store.evaluated() if e.result.status == "ok"]
+    ranked = sorted(evaluated, key=lambda e: (fitness(e).mean, e.candidate.id))
+    for e in ranked[:3]:
+        assert [r.seed for r in (e.result, *e.reevaluations)] == [0, extra_seed(0, 1)], e.candidate.id
+    assert all(len(e.reevaluations) <= 1 for e in evaluated), "a second seed at most: --seeds 1 asks for no more"
+    checked = [e for e in evaluated if e.reevaluations]
+    assert len(checked) < len(evaluated), "only the best are checked"
+    header, *rows = [line.split("\t") for line in (final_check_run / "results.tsv").read_text().splitlines()]
+    best_row = next(row for row in rows if row[header.index("commit")] == ranked[0].candidate.id)
+    assert best_row[header.index("seeds")] == "2", "results.tsv shows the winner's mean over its two seeds"
+
+
+def test_a_run_killed_during_its_final_check_resumes_to_the_same_end_redoing_nothing(final_check_run, tmp_path):
+    run_dir = tmp_path / "killed"
+    before = evolve_killed_after(FINAL_CHECK, run_dir, " seed ")
+    assert any(" seed " in key for key in before), "the kill did not land after a check"
+    resume_redoing_nothing(run_dir, before)
+    assert state(run_dir) == state(final_check_run)
 
 
 def _evaluated(cid: str, *scores: float) -> Evaluated:
