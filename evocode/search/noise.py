@@ -12,7 +12,11 @@ next one be checked, until the elite are all settled. Between generations
 one round runs beside the next generation's children (evocode.evolve.elite_round),
 so settling spreads over the generations; the last generation's rounds go on
 until its elite are settled, so the run's best is, and since they run alone,
-a slot they would leave idle re-evaluates a runner-up instead.
+a slot they would leave idle re-evaluates a runner-up instead. With
+`--finalists N` those last rounds are a final check over every program the
+run evaluated: the N best by mean get a second seed at least, so that a run
+that re-evaluates nothing while it searches (`--seeds 1`) still does not
+name the luckiest single score its winner.
 
 A round is planned from the stored results alone and recorded before it runs
 (evocode.store.Reevaluation), so a killed run resumes the same round and ends
