@@ -413,13 +413,12 @@ def elite_round(store: RunStore, settings: RunSettings, population: list[str], a
     recorded with the generation's end, so a resumed run bred the same way.
     """
     config = settings.config
+    pool, elite, seeds = [ind.evaluated for ind in individuals(store, population)], config.elite, config.seeds
     if alone and config.finalists:
         # The final check (--finalists): the best of every program evaluated, not only of the last population, since a
         # program that left the population kept its one lucky score and may rank first once the others are re-checked.
-        return next_round(store.evaluated(), max(config.elite, config.finalists), max(config.seeds, 2), config.precision,
-                          config.seed, settings.spec.budget, width=config.slots.count, runners_up=True)
-    pool = [ind.evaluated for ind in individuals(store, population)]
-    return next_round(pool, config.elite, config.seeds, config.precision, config.seed, settings.spec.budget,
+        pool, elite, seeds = store.evaluated(), max(elite, config.finalists), max(seeds, 2)
+    return next_round(pool, elite, seeds, config.precision, config.seed, settings.spec.budget,
                       width=config.slots.count, runners_up=alone)
 
 
