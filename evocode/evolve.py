@@ -400,7 +400,8 @@ def summarize(store: RunStore, settings: RunSettings, run_dir: Path) -> list[Eva
 
 def elite_round(store: RunStore, settings: RunSettings, population: list[str], alone: bool = False) -> list[Reevaluation]:
     """One more seed for each of the population's elite that is not settled yet (evocode.search.noise); a round
-    that runs alone (the last generation's) fills the slots it would leave idle with seeds for the runners-up.
+    that runs alone (the last generation's) settles the best of every program the run evaluated instead, and fills
+    the slots it would leave idle with seeds for the runners-up.
     With --finalists, the last generation's rounds are a final check: a second seed at least for each of the best
     `finalists` programs, ranked again after each round, so the winner is the best mean of several programs rather
     than the luckiest single score among near copies of one (the winner's curse; benchmarks/RESULTS.md "Search").
@@ -414,17 +415,21 @@ def elite_round(store: RunStore, settings: RunSettings, population: list[str], a
     """
     config = settings.config
     pool, elite, seeds = [ind.evaluated for ind in individuals(store, population)], config.elite, config.seeds
-    if alone and config.finalists:
-        # The final check (--finalists): the best of every program evaluated, not only of the last population, since a
-        # program that left the population kept its one lucky score and may rank first once the others are re-checked.
-        pool, elite, seeds = store.evaluated(), max(elite, config.finalists), max(seeds, 2)
+    if alone:
+        # The run's best is the best of every program it evaluated (outputs.best_of), not only of the last population:
+        # a program that left the population kept its one lucky score, and it may rank first once the others are
+        # re-checked, so the last rounds settle the best of them all.
+        pool = store.evaluated()
+        if config.finalists:
+            elite, seeds = max(elite, config.finalists), max(seeds, 2)
     return next_round(pool, elite, seeds, config.precision, config.seed, settings.spec.budget,
                       width=config.slots.count, runners_up=alone)
 
 
 def reevaluate_elite(store: RunStore, settings: RunSettings, population: list[str], run_dir: Path,
                      stream: Stream) -> list[Individual]:
-    """Re-evaluate the population's elite on further seeds until they are settled; returns it with the new means.
+    """Re-evaluate the run's best programs on further seeds until they are settled; returns the population with the
+    new means.
 
     What the last generation does, so that the run's best is settled when it ends. A round interrupted by a kill is
     finished first on resume; every later round is planned from stored results only, so the resumed run plans the

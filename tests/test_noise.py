@@ -12,7 +12,7 @@ import pytest
 
 from conftest import SEED_SCRIPT, evolve_killed_after, finish_times, record_phases, resume_redoing_nothing
 from evocode.evaluation.runner import EvalResult, Limits
-from evocode.evolve import evolve
+from evocode.evolve import elite_round, evolve
 from evocode.genome import Genome
 from evocode.mutation import load_mutators
 from evocode.search.noise import Fitness, baseline_seeds, beats, extra_seed, fitness, next_round
@@ -46,11 +46,10 @@ def noisy_run(tiny_spec, tmp_path_factory) -> Path:
     return run_dir
 
 
-def test_the_final_elite_are_trained_on_as_many_seeds_as_allowed_each_a_different_one(noisy_run):
+def test_the_runs_two_best_are_trained_on_as_many_seeds_as_allowed_each_a_different_one(noisy_run):
     with RunStore.reader(noisy_run) as store:
-        by_id = {e.candidate.id: e for e in store.evaluated()}
-        final = store.populations()[1]
-    elite = sorted((by_id[i] for i in final if by_id[i].result.status == "ok"), key=lambda e: fitness(e).mean)[:2]
+        evaluated = [e for e in store.evaluated() if e.result.status == "ok"]
+    elite = sorted(evaluated, key=lambda e: fitness(e).mean)[:2]
     for e in elite:
         seeds = [r.seed for r in (e.result, *e.reevaluations)]
         assert seeds == [0, extra_seed(0, 1), extra_seed(0, 2)]
@@ -208,6 +207,25 @@ def test_a_mean_known_to_the_precision_needs_no_more_seeds():
     close = _evaluated("a", 2.0, 2.001)
     assert next_round([close], elite=1, seeds=5, precision=0.01, run_seed=0, budget=100) == []
     assert len(next_round([close], elite=1, seeds=5, precision=0.0001, run_seed=0, budget=100)) == 1
+
+
+def test_the_last_rounds_settle_the_best_program_of_the_run_even_one_that_left_the_population(tiny_spec, tmp_path):
+    # "a" left the population with one lucky score; the population's elite, re-checked, turned out worse: "a" is now
+    # the run's best (outputs.best_of ranks every program), so it must not stay the best on one draw.
+    settings = noisy_settings(tiny_spec)
+    lucky, b, c = _evaluated("a", 2.0), _evaluated("b", 2.1, 2.6, 2.5), _evaluated("c", 2.2, 2.7, 2.6)
+    with RunStore(tmp_path) as store:
+        store.add_candidates([e.candidate for e in (lucky, b, c)])
+        for e in (lucky, b, c):
+            store.add_evaluation(e.candidate.id, e.result)
+            planned = [Reevaluation(e.candidate.id, r.seed, settings.spec.budget) for r in e.reevaluations]
+            store.plan_reevaluations(planned)
+            for p, r in zip(planned, e.reevaluations):
+                store.add_reevaluation(p, r)
+        assert elite_round(store, settings, ["b", "c"]) == [], "between generations only the population is settled"
+        assert elite_round(store, settings, ["b", "c"], alone=True) == [
+            Reevaluation("a", extra_seed(0, 1), settings.spec.budget), Reevaluation("a", extra_seed(0, 2), settings.spec.budget),
+        ]
 
 
 def test_a_new_best_must_beat_the_last_by_more_than_the_noise():

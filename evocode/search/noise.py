@@ -11,7 +11,9 @@ re-evaluations lets a candidate whose luck ran out drop from the elite and the
 next one be checked, until the elite are all settled. Between generations
 one round runs beside the next generation's children (evocode.evolve.elite_round),
 so settling spreads over the generations; the last generation's rounds go on
-until its elite are settled, so the run's best is, and since they run alone,
+until the best of every program the run evaluated are settled (not only of
+the last population: one that left it kept its one lucky score), so the
+run's best is, and since they run alone,
 a slot they would leave idle re-evaluates a runner-up instead. With
 `--finalists N` those last rounds are a final check over every program the
 run evaluated: the N best by mean get a second seed at least, so that a run
