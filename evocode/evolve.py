@@ -414,7 +414,7 @@ def elite_round(store: RunStore, settings: RunSettings, population: list[str], a
     recorded with the generation's end, so a resumed run bred the same way.
     """
     config = settings.config
-    pool, elite, seeds = [ind.evaluated for ind in individuals(store, population)], config.elite, config.seeds
+    elite, seeds = config.elite, config.seeds
     if alone:
         # The run's best is the best of every program it evaluated (outputs.best_of), not only of the last population:
         # a program that left the population kept its one lucky score, and it may rank first once the others are
@@ -422,6 +422,8 @@ def elite_round(store: RunStore, settings: RunSettings, population: list[str], a
         pool = store.evaluated()
         if config.finalists:
             elite, seeds = max(elite, config.finalists), max(seeds, 2)
+    else:
+        pool = [ind.evaluated for ind in individuals(store, population)]
     return next_round(pool, elite, seeds, config.precision, config.seed, settings.spec.budget,
                       width=config.slots.count, runners_up=alone)
 
